@@ -1,0 +1,118 @@
+"""Unknown codes -> missing, column missingness in one reduction pass, rows with too little data set aside.
+
+Rows whose missing share over the kept feature columns exceeds ``row_missing_threshold`` are not dropped:
+they form their own segment, ``insufficient_data``, counted in every table of shares.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from .schema import Schema
+
+logger = logging.getLogger(__name__)
+
+ROW_HISTOGRAM_BINS = 20
+
+
+def unknown_to_missing(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Replace each column's documented unknown codes by missing (a pure partition transform)."""
+    out = {}
+    for column in frame.columns:
+        attribute = schema[column]
+        values = frame[column]
+        if attribute.unknown_codes and attribute.kind not in ("id", "extra", "date"):
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.cat.remove_categories([c for c in attribute.unknown_codes if c in values.cat.categories])
+            else:
+                values = values.mask(values.isin([int(c) for c in attribute.unknown_codes]))
+        out[column] = values
+    return pd.DataFrame(out, index=frame.index)
+
+
+def missing_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per partition: missing values per column, plus the row count in ``__rows__``."""
+    counts = frame.isna().sum().to_frame().T
+    counts["__rows__"] = len(frame)
+    return counts
+
+
+def row_missing_share(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each row's share of missing values over ``columns``."""
+    return frame[columns].isna().sum(axis=1) / max(len(columns), 1)
+
+
+def row_missing_histogram(share: pd.Series, bins: int = ROW_HISTOGRAM_BINS) -> np.ndarray:
+    """Counts of rows per missing-share bin on [0, 1] (the last bin includes 1)."""
+    counts, _ = np.histogram(share.to_numpy(dtype="float64"), bins=bins, range=(0.0, 1.0))
+    return counts
+
+
+class Cleaner(BaseEstimator):
+    """Map unknown codes to missing, drop mostly-missing columns, and flag rows with too little data.
+
+    Parameters
+    ----------
+    schema : Schema
+    column_missing_threshold : float, default 0.3
+        Feature columns missing in more than this share of population rows are dropped.
+    row_missing_threshold : float, default 0.5
+        Rows missing more than this share of the kept feature columns are set aside.
+
+    Attributes
+    ----------
+    missing_share_ : pd.Series
+        Missing share per column after unknown codes became missing (population).
+    dropped_columns_ : list of str
+    kept_columns_ : list of str
+        Feature columns kept, in file order.
+    n_rows_ : int
+    """
+
+    def __init__(self, schema: Schema, column_missing_threshold: float = 0.3, row_missing_threshold: float = 0.5):
+        self.schema = schema
+        self.column_missing_threshold = column_missing_threshold
+        self.row_missing_threshold = row_missing_threshold
+
+    def _check_params(self) -> None:
+        for name in ("column_missing_threshold", "row_missing_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
+
+    def recode(self, frame: dd.DataFrame) -> dd.DataFrame:
+        """Unknown codes -> missing, lazily, partition by partition."""
+        return frame.map_partitions(unknown_to_missing, self.schema, meta=_recoded_meta(frame, self.schema))
+
+    def missing_counts(self, frame: dd.DataFrame):
+        """A lazy Series: missing values per column after recoding, with the row count in ``__rows__``."""
+        return self.recode(frame).map_partitions(missing_counts).sum()
+
+    def fit(self, frame: dd.DataFrame, y=None, missing=None) -> Cleaner:
+        """Fit on the population. ``missing`` may pass precomputed counts (from a shared pass)."""
+        self._check_params()
+        if missing is None:
+            (missing,) = dask.compute(self.missing_counts(frame))
+        self.n_rows_ = int(missing["__rows__"])
+        share = (missing.drop("__rows__") / max(self.n_rows_, 1)).astype("float64")
+        self.missing_share_ = share
+        features = [a.name for a in self.schema.features() if a.name in share.index]
+        self.dropped_columns_ = [c for c in features if share[c] > self.column_missing_threshold]
+        self.kept_columns_ = [c for c in features if c not in self.dropped_columns_]
+        logger.info("dropped %d of %d feature columns above %.0f%% missing", len(self.dropped_columns_),
+                    len(features), 100 * self.column_missing_threshold)
+        return self
+
+    def set_aside_mask(self, recoded: pd.DataFrame) -> pd.Series:
+        """True for rows with too little data (a pure function of a recoded partition)."""
+        return row_missing_share(recoded, self.kept_columns_) > self.row_missing_threshold
+
+
+def _recoded_meta(frame: dd.DataFrame, schema: Schema) -> pd.DataFrame:
+    return unknown_to_missing(frame._meta, schema)

@@ -1,0 +1,179 @@
+"""Job specifications (YAML) -> small typed objects, validated on load with messages a user understands."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A job spec or profile that does not validate; the message names the file and the key."""
+
+
+@dataclass
+class Inputs:
+    population: str | None = None
+    customers: str | None = None
+    mailout_train: str | None = None
+    mailout_test: str | None = None
+
+
+@dataclass
+class CleanConfig:
+    column_missing_threshold: float = 0.3
+    row_missing_threshold: float = 0.5
+
+
+@dataclass
+class ReduceConfig:
+    solver: str = "gram"
+    n_components: float | int = 0.9
+
+
+@dataclass
+class ClusterConfig:
+    algorithm: str = "kmeans||"
+    k: int | None = None
+    k_min: int = 2
+    k_max: int = 15
+    silhouette_sample: int = 10_000
+
+
+@dataclass
+class JobConfig:
+    """Everything a run needs. Relative paths in a job file are taken relative to the working directory."""
+
+    name: str = "segmentation"
+    inputs: Inputs = field(default_factory=Inputs)
+    attributes: str | None = None
+    output: str = "runs/segmentation"
+    cluster: str | None = None
+    seed: int = 0
+    strict: bool = False
+    blocksize: int = 64_000_000
+    work_dir: str | None = None
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    reduce: ReduceConfig = field(default_factory=ReduceConfig)
+    kmeans: ClusterConfig = field(default_factory=ClusterConfig)
+    report: bool = True
+    top_targets: int = 1000
+
+    def validate(self, source: str = "job") -> JobConfig:
+        checks = [
+            (0 < self.clean.column_missing_threshold <= 1, "clean.column_missing_threshold must lie in (0, 1]"),
+            (0 < self.clean.row_missing_threshold <= 1, "clean.row_missing_threshold must lie in (0, 1]"),
+            (self.reduce.solver in ("gram", "incremental", "tsqr"), "reduce.solver must be gram, incremental or tsqr"),
+            (_valid_components(self.reduce.n_components), "reduce.n_components must be an integer >= 1 or a "
+             "variance share in (0, 1)"),
+            (self.kmeans.algorithm in ("kmeans||", "minibatch"), "kmeans.algorithm must be kmeans|| or minibatch"),
+            (self.kmeans.k is None or self.kmeans.k >= 2, "kmeans.k must be at least 2"),
+            (2 <= self.kmeans.k_min <= self.kmeans.k_max, "kmeans.k_min must be >= 2 and <= kmeans.k_max"),
+            (self.blocksize >= 1_000_000, "blocksize must be at least 1000000 bytes"),
+            (self.top_targets >= 1, "top_targets must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{source}: {message}")
+        if not self.inputs.population or not self.inputs.customers:
+            raise ConfigError(f"{source}: inputs.population and inputs.customers are required "
+                              "(in the job file or as --population / --customers)")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _valid_components(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return value >= 1
+    return isinstance(value, float) and 0 < value < 1
+
+
+def from_mapping(cls, data: object, where: str):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys (with a hint) and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
+        values[key] = _coerce(hints[key], value, f"{where}.{key}")
+    for name, spec in known.items():
+        if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
+            raise ConfigError(f"{where}: missing required key {name!r}")
+    return cls(**values)
+
+
+def _coerce(annotation, value, where: str):
+    origin = typing.get_origin(annotation)
+    if is_dataclass(annotation):
+        return from_mapping(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a valid value "
+                          f"(expected {' or '.join(_name(o) for o in options)})")
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is str and isinstance(value, os.PathLike):
+        return str(value)
+    if annotation in (int, float, str, bool) and not (isinstance(value, annotation)
+                                                      and not (annotation is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {_name(annotation)}, got {value!r}")
+    return value
+
+
+def _name(annotation) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> JobConfig:
+    """Load a job spec (None: defaults) and apply command-line overrides given as dotted keys."""
+    data: dict = {}
+    source = str(path) if path else "command line"
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: job file not found") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a job file is a mapping of keys")
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {}) or {}
+        node[leaf] = value
+    return from_mapping(JobConfig, data, source).validate(source)

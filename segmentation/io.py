@@ -1,0 +1,386 @@
+"""Every read and write: tables from CSV or Parquet (local paths, globs or fsspec URLs), validation against
+the schema, CSV -> Parquet ingest, and the run folder that only appears once complete.
+
+Reading a CSV parses each byte block once with pandas' C parser (integer-coded columns as float64, string
+columns as text), then ``normalize_partition`` turns every column into its compact storage dtype (the
+smallest nullable integer that holds its codes, or a categorical of its string codes), so the CAMEO
+``X``/``XX`` columns never fail with mismatched dtypes and later passes never re-parse text.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+from dask.bytes import read_bytes
+from fsspec.core import url_to_fs
+
+from .schema import Attribute, Schema, format_codes
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BLOCKSIZE = 64_000_000
+_UNNAMED = ("", "Unnamed: 0", "index")
+
+
+class InputError(ValueError):
+    """Bad input data; the message names the file, the column and the row (by id) or value at fault."""
+
+
+@dataclass
+class Table:
+    """A table read lazily: the typed frame, and the per-column count of values that were invalid."""
+
+    name: str
+    paths: list[str]
+    frame: dd.DataFrame
+    invalid_counts: dd.Series
+    extra_columns: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def expand_paths(path: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
+    """A path, glob or URL -> the sorted list of files it names (full URLs for remote files)."""
+    fs, _ = url_to_fs(str(path), **(storage_options or {}))
+    matches = sorted(fs.glob(str(path))) if any(c in str(path) for c in "*?[") else [str(path)]
+    if not matches or not all(fs.exists(m) for m in matches):
+        raise InputError(f"{path}: no such file")
+    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    if protocol not in ("file", "local"):
+        matches = [m if "://" in m else f"{protocol}://{m}" for m in matches]
+    return matches
+
+
+def is_parquet(path: str) -> bool:
+    lowered = str(path).rstrip("/").lower()
+    return lowered.endswith((".parquet", ".pq")) or lowered.endswith(".parquet/*")
+
+
+def read_header(path: str, storage_options: dict | None = None, sep: str = ";") -> list[str]:
+    """The column names of a delimited file; errors for an empty file or a wrong delimiter."""
+    with fsspec.open(path, "rt", compression="infer", encoding="utf-8", **(storage_options or {})) as f:
+        first = f.readline().rstrip("\r\n")
+    if not first.strip():
+        raise InputError(f"{path}: the file is empty (no header line)")
+    names = first.split(sep)
+    if len(names) == 1:
+        found = next((d for d in (",", "\t", "|") if d in first), None)
+        hint = f" (it looks {found!r}-delimited)" if found else ""
+        raise InputError(f"{path}: reads as a single column with delimiter {sep!r}{hint}; pass --sep")
+    return [n.strip().strip('"') for n in names]
+
+
+def _csv_dtypes(schema: Schema, columns: Iterable[str]) -> dict[str, str]:
+    dtypes = {}
+    for column in columns:
+        if column not in schema:
+            dtypes[column] = "object"
+            continue
+        attribute = schema[column]
+        dtypes[column] = "float64" if attribute.integer_coded else "object"
+    return dtypes
+
+
+def _parse_block(block: bytes, names: list[str], dtypes: dict[str, str], sep: str, first: bool) -> pd.DataFrame:
+    """Parse one byte block of a CSV; on a value the fast typed parse rejects, fall back to text."""
+    options = dict(sep=sep, header=0 if first else None, names=None if first else names)
+    try:
+        frame = pd.read_csv(io.BytesIO(block), dtype=dtypes, **options)
+    except ValueError:
+        # A non-numeric value in an integer-coded column: read as text, normalize_partition reports it.
+        frame = pd.read_csv(io.BytesIO(block), dtype=str, **options)
+    if first:
+        frame.columns = names
+    return frame
+
+
+def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str):
+    names = read_header(path, storage_options, sep)
+    leading_index = names[0] in _UNNAMED
+    required = [c for c in schema.columns(table) if schema[c].kind != "extra"]
+    missing = [c for c in required if c not in names]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise InputError(f"{path}: required column(s) missing: {shown}")
+    if leading_index:
+        names = ["__index__"] + names[1:]
+    dtypes = _csv_dtypes(schema, names)
+    if str(path).endswith((".gz", ".bz2", ".xz", ".zip")):
+        blocksize = None  # compressed files cannot be split
+    _, blocks = read_bytes(
+        path, delimiter=b"\n", blocksize=blocksize, sample=False, compression="infer", **storage_options
+    )
+    file_blocks = blocks[0]
+    empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
+    parts = [
+        dd.from_delayed(
+            [dask.delayed(_parse_block)(b, names, dtypes, sep, i == 0) for i, b in enumerate(file_blocks)],
+            meta=empty,
+            verify_meta=False,
+        )
+    ]
+    raw = parts[0]
+    if leading_index:
+        raw = raw.drop(columns="__index__")
+    return raw
+
+
+def read_table(
+    path: str | os.PathLike,
+    schema: Schema,
+    table: str = "population",
+    storage_options: dict | None = None,
+    blocksize: int | None = DEFAULT_BLOCKSIZE,
+    strict: bool = False,
+    sep: str = ";",
+    validate: bool = True,
+) -> Table:
+    """Read a table (CSV, optionally compressed, or Parquet; path, glob or URL) typed by the schema.
+
+    Columns the schema does not know are ignored (logged); extras (``CUSTOMER_GROUP``...) are kept aside
+    in the frame but never used as features. Invalid values (neither a valid nor an unknown code) become
+    missing and are counted per column in ``Table.invalid_counts``; ``strict=True`` raises instead.
+    ``validate=False`` trusts Parquet this project wrote (ingest) and only restores dtypes.
+    """
+    storage_options = dict(storage_options or {})
+    paths = expand_paths(path, storage_options)
+    raws = []
+    for file in paths:
+        if is_parquet(file):
+            raw = dd.read_parquet(file, storage_options=storage_options)
+            missing = [c for c in schema.columns(table) if schema[c].kind != "extra" and c not in raw.columns]
+            if missing:
+                raise InputError(f"{file}: required column(s) missing: {', '.join(missing[:10])}")
+        else:
+            raw = _read_csv(file, schema, table, storage_options, blocksize, sep)
+        unknown = [c for c in raw.columns if c not in schema]
+        if unknown:
+            logger.warning("%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5])
+        keep = [c for c in raw.columns if c in schema]
+        raw = raw[keep]
+        raws.append((file, raw))
+    columns = [c for c in schema.columns(table) if all(c in r.columns for _, r in raws)]
+    frames, invalids = [], []
+    for file, raw in raws:
+        raw = raw[columns]
+        if not validate:
+            meta = empty_typed_frame(schema, columns)
+            frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
+            invalids.append(raw.map_partitions(lambda p: pd.DataFrame({c: [0] for c in p.columns}),
+                                               meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})))
+            continue
+        frames.append(
+            raw.map_partitions(
+                normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns)
+            )
+        )
+        invalids.append(
+            raw.map_partitions(invalid_value_counts, schema, meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}))
+        )
+    frame = frames[0] if len(frames) == 1 else dd.concat(frames)
+    invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
+    extras = [c for c in columns if schema[c].kind == "extra"]
+    return Table(table, paths, frame, invalid, extras)
+
+
+def _restore_dtypes(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(meta.dtypes.to_dict())
+
+
+def empty_typed_frame(schema: Schema, columns: list[str]) -> pd.DataFrame:
+    """A zero-row frame with each column's storage dtype (dask's meta)."""
+    return pd.DataFrame({c: pd.Series(dtype=storage_dtype(schema[c])) for c in columns})
+
+
+def storage_dtype(attribute: Attribute):
+    """The pandas dtype a column is held in: nullable int, categorical of string codes, or datetime."""
+    if attribute.kind == "date":
+        return "datetime64[ns]"
+    if attribute.storage_dtype == "string":
+        return pd.CategoricalDtype(list(attribute.codes + attribute.unknown_codes))
+    return attribute.storage_dtype
+
+
+def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Series]:
+    """A raw column -> (typed column with invalid values missing, mask of invalid values)."""
+    present = raw.notna()
+    if attribute.kind == "date":
+        parsed = pd.to_datetime(raw, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+        return parsed.astype("datetime64[ns]"), present & parsed.isna()
+    if attribute.integer_coded:
+        numbers = pd.to_numeric(raw, errors="coerce") if raw.dtype == object else raw.astype("float64")
+        numbers = numbers.astype("float64")
+        if attribute.kind == "id":
+            valid = numbers.notna() & (numbers % 1 == 0)
+        elif attribute.kind == "numeric":
+            valid = numbers.notna() & (numbers % 1 == 0)
+            bounds = attribute.value_range
+            if bounds is not None:
+                unknown = np.array([float(c) for c in attribute.unknown_codes] or [np.nan])
+                valid &= numbers.between(*bounds) | numbers.isin(unknown)
+            else:
+                valid &= numbers.abs() < 2**31
+        else:
+            allowed = np.array([float(c) for c in attribute.codes + attribute.unknown_codes])
+            valid = numbers.isin(allowed)
+        invalid = present & ~valid
+        typed = numbers.where(valid).astype(attribute.storage_dtype)
+        return typed, invalid
+    text = raw.astype("string").str.strip().str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
+    dtype = storage_dtype(attribute)
+    typed = text.astype(object).where(text.notna(), None).astype(dtype)
+    invalid = present & typed.isna()
+    return typed, invalid
+
+
+def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: bool) -> pd.DataFrame:
+    """Cast a raw partition to storage dtypes; invalid values become missing (or raise when strict)."""
+    id_column = schema.id_column
+    out = {}
+    for column in raw.columns:
+        attribute = schema[column]
+        typed, invalid = _classify(raw[column], attribute)
+        if invalid.any() and (strict or attribute.kind == "id"):
+            position = int(np.flatnonzero(invalid.to_numpy())[0])
+            row_id = raw[id_column].iloc[position] if id_column in raw.columns else "?"
+            expected = (
+                "an integer id"
+                if attribute.kind == "id"
+                else f"a valid code ({format_codes(attribute.codes) or 'a number'}) or an unknown code "
+                f"({format_codes(attribute.unknown_codes) or 'none'})"
+            )
+            raise InputError(
+                f"{source}: column {column}, row with {id_column}={row_id}: value {raw[column].iloc[position]!r} "
+                f"is not {expected}"
+            )
+        out[column] = typed
+    return pd.DataFrame(out, index=raw.index)
+
+
+def invalid_value_counts(raw: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """One row: per column, how many values of the partition are neither valid nor unknown codes."""
+    return pd.DataFrame({c: [int(_classify(raw[c], schema[c])[1].sum())] for c in raw.columns})
+
+
+# ---------------------------------------------------------------------------------------------- ingest
+
+
+def ingest(table: Table, out: str, storage_options: dict | None = None, also: dict | None = None):
+    """Write a table to Parquet once (compact dtypes), counting invalid values in the same pass.
+
+    ``also`` holds further lazy results over the same table (e.g. missing counts) computed in that pass,
+    so the CSV is parsed once. Returns ``({"rows": n, "invalid_values": {column: count}}, also_results)``;
+    the Parquet folder is written to a temporary sibling and moved into place when complete.
+    """
+    fs, target = url_to_fs(out, **(storage_options or {}))
+    staging = f"{str(out).rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    write = table.frame.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
+    rows = table.frame.map_partitions(len).sum()
+    _, invalid, n, extra = dask.compute(write, table.invalid_counts, rows, also or {})
+    if fs.exists(target):
+        fs.rm(target, recursive=True)
+    fs.mv(url_to_fs(staging, **(storage_options or {}))[1], target, recursive=True)
+    counts = {c: int(v) for c, v in invalid.items() if v}
+    return {"rows": int(n), "invalid_values": counts}, extra
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+
+
+class RunFolder:
+    """A run folder built in a temporary sibling and moved into place only when complete.
+
+    Small files (JSON, CSV, NumPy, the report) are written by the client into a local staging folder;
+    large ones (assignments) are written by the workers straight to ``url_for(name)``. For a remote
+    destination the staging folder is uploaded before the final move.
+    """
+
+    def __init__(self, destination: str | os.PathLike, storage_options: dict | None = None):
+        self.destination = str(destination).rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.fs, self._target = url_to_fs(self.destination, **self.storage_options)
+        self.remote = "://" in self.destination and not self.destination.startswith("file://")
+        token = uuid.uuid4().hex[:8]
+        if self.remote:
+            self.staging = Path(tempfile.mkdtemp(prefix="segmentation-run-"))
+            self._remote_tmp = f"{self._target}.tmp-{token}"
+        else:
+            parent = Path(self._target).parent
+            parent.mkdir(parents=True, exist_ok=True)
+            self.staging = parent / f".{Path(self._target).name}.tmp-{token}"
+            self.staging.mkdir()
+
+    def path(self, name: str) -> Path:
+        """A local path inside the staging folder (parents created)."""
+        target = self.staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def url_for(self, name: str) -> str:
+        """Where workers write ``name`` (e.g. the assignments dataset)."""
+        if self.remote:
+            protocol = self.destination.split("://", 1)[0]
+            return f"{protocol}://{self._remote_tmp}/{name}"
+        return str(self.staging / name)
+
+    def write_json(self, name: str, payload: dict) -> Path:
+        target = self.path(name)
+        target.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+        return target
+
+    def write_csv(self, name: str, frame: pd.DataFrame) -> Path:
+        target = self.path(name)
+        frame.to_csv(target, index=False)
+        return target
+
+    def commit(self) -> str:
+        """Move the complete folder into place (replacing an earlier run of the same name)."""
+        if self.remote:
+            self.fs.put(str(self.staging) + "/", self._remote_tmp, recursive=True)
+            if self.fs.exists(self._target):
+                self.fs.rm(self._target, recursive=True)
+            self.fs.mv(self._remote_tmp, self._target, recursive=True)
+            shutil.rmtree(self.staging, ignore_errors=True)
+        else:
+            target = Path(self._target)
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                target.rename(old)
+                self.staging.rename(target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                self.staging.rename(target)
+        return self.destination
+
+    def abandon(self) -> None:
+        """Remove everything written so far (after a failure)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.remote and self.fs.exists(self._remote_tmp):
+            self.fs.rm(self._remote_tmp, recursive=True)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")

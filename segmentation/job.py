@@ -1,0 +1,364 @@
+"""A job spec -> the stages, wired: read, clean, encode, scale, reduce, cluster, assign, compare, describe.
+
+Passes over the population (each a Dask computation that brings only small results to the client):
+1. read (CSV is converted to Parquet in the same pass), with invalid values and missing values counted;
+2. value histograms of the kept rows (impute + scale statistics) and the per-row missing histogram;
+3. the PCA fit (one pass for the exact Gram solver);
+4. the projection, persisted on the workers for k-means (the only data held in cluster memory);
+5. assignment of every row of every table, written as Parquet, with segment counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from . import __version__, cluster, decompose
+from .clean import Cleaner, row_missing_histogram, row_missing_share
+from .compare import compare_proportions
+from .config import JobConfig
+from .describe import segment_profiles
+from .encode import Encoder
+from .io import RunFolder, Table, ingest, read_table
+from .model import INSUFFICIENT, SegmentationModel, segment_names
+from .runtime import load_profile, open_cluster
+from .scale import ImputeScaler, merge_histograms, value_histograms
+from .schema import Schema, default_attributes_path, load_schema
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("population", "customers", "mailout_train", "mailout_test")
+LOADINGS_COMPONENTS = 5
+LOADINGS_TOP = 10
+
+
+@dataclass
+class RunResult:
+    output: str
+    proportions: pd.DataFrame
+    run: dict
+
+
+def versions() -> dict:
+    """Versions of Python and the libraries whose behaviour shapes the results."""
+    packages = ("dask", "distributed", "dask-ml", "scikit-learn", "pandas", "numpy", "pyarrow", "matplotlib")
+    found = {"python": platform.python_version(), "segmentation": __version__}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _inputs(config: JobConfig) -> dict[str, str]:
+    paths = {"population": config.inputs.population, "customers": config.inputs.customers,
+             "mailout_train": config.inputs.mailout_train, "mailout_test": config.inputs.mailout_test}
+    return {table: path for table, path in paths.items() if path}
+
+
+def _attributes_text(config: JobConfig, storage_options: dict) -> str:
+    import fsspec
+
+    path = config.attributes or default_attributes_path()
+    with fsspec.open(str(path), "rt", encoding="utf-8-sig", **storage_options) as handle:
+        return handle.read()
+
+
+def _partition_statistics(recoded: pd.DataFrame, cleaner: Cleaner) -> tuple[dict, np.ndarray]:
+    """Value histograms of the kept rows, and the row missing-share histogram of all rows."""
+    share = row_missing_share(recoded, cleaner.kept_columns_)
+    kept = recoded[share <= cleaner.row_missing_threshold]
+    return value_histograms(kept, cleaner.kept_columns_), row_missing_histogram(share)
+
+
+def _merge_statistics(*parts: tuple[dict, np.ndarray]) -> tuple[dict, np.ndarray]:
+    return merge_histograms(*(p[0] for p in parts)), sum(p[1] for p in parts)
+
+
+def _tree_reduce(parts: list, combine, width: int = 8):
+    """Combine delayed partials in a tree, so no single task holds every partition's result."""
+    while len(parts) > 1:
+        parts = [dask.delayed(combine)(*parts[i : i + width]) for i in range(0, len(parts), width)]
+    return parts[0]
+
+
+def _statistics(frame: dd.DataFrame, cleaner: Cleaner):
+    recoded = cleaner.recode(frame)
+    parts = [dask.delayed(_partition_statistics)(p, cleaner) for p in recoded.to_delayed()]
+    return _tree_reduce(parts, _merge_statistics)
+
+
+def _feature_frame(frame: dd.DataFrame, model: SegmentationModel, method: str) -> dd.DataFrame:
+    names = [f"pc{i}" for i in range(model.pca.n_components_)] if method == "reduced_partition" else \
+        model.scaler.feature_names_
+    meta = pd.DataFrame({n: pd.Series(dtype="float32") for n in names})
+
+    def to_frame(part: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(getattr(model, method)(part), columns=names)
+
+    return frame.map_partitions(to_frame, meta=meta)
+
+
+def run_job(config: JobConfig) -> RunResult:
+    """Run the whole job; the run folder appears at ``config.output`` only when everything is written."""
+    profile = load_profile(config.cluster)
+    storage = profile.storage_options
+    attributes_text = _attributes_text(config, storage)
+    schema = load_schema(config.attributes, storage)
+    folder = RunFolder(config.output, storage)
+    started = datetime.now(UTC)
+    try:
+        with open_cluster(profile) as session:
+            logger.info("Dask dashboard: %s", session.dashboard_link)
+            print(f"Dask dashboard: {session.dashboard_link}", flush=True)
+            with session.performance_report(folder.path("performance_report.html")):
+                run = _run_stages(config, schema, attributes_text, session, folder)
+            run["cluster"] = session.describe()
+            run["peak_worker_memory"] = session.peak_worker_memory()
+            run["timings"] = dict(session.timings)
+        run.update(
+            segmentation_version=__version__,
+            started=started.isoformat(timespec="seconds"),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            config=config.to_dict(),
+            inputs={**_inputs(config), "attributes": str(config.attributes or default_attributes_path())},
+            versions=versions(),
+        )
+        folder.write_json("run.json", run)
+        if config.report:
+            _write_report(folder, config)
+        proportions = pd.read_csv(folder.path("proportions.csv"), dtype={"segment": str})
+        output = folder.commit()
+    except BaseException:
+        folder.abandon()
+        raise
+    return RunResult(output, proportions, run)
+
+
+def _write_report(folder: RunFolder, config: JobConfig) -> None:
+    from .report import write_report
+    from .target import write_targets
+
+    started = time.perf_counter()
+    if not folder.remote:
+        write_targets(folder.staging, top_n=config.top_targets)
+    write_report(folder.staging)
+    logger.info("report written in %.1f s", time.perf_counter() - started)
+
+
+@dataclass
+class Prepared:
+    """What the passes before clustering produce."""
+
+    tables: dict[str, Table]
+    first_pass: dict
+    statistics: dict
+    model: SegmentationModel
+    reduced: object
+    work: Path
+
+
+def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared:
+    """Read, clean, scale, reduce: everything up to the PCA coordinates persisted on the workers."""
+    storage = session.profile.storage_options
+    cleaner = Cleaner(schema, config.clean.column_missing_threshold, config.clean.row_missing_threshold)
+    with session.stage("read"):
+        tables: dict[str, Table] = {
+            name: read_table(path, schema, name, storage, config.blocksize, config.strict)
+            for name, path in _inputs(config).items()
+        }
+        first_pass = {}
+        for name, table in tables.items():
+            also = {"missing": cleaner.missing_counts(table.frame)}
+            if all(str(p).endswith((".parquet", ".pq")) for p in table.paths):
+                invalid, extra = dask.compute(table.invalid_counts, also)
+                first_pass[name] = {"invalid": {c: int(v) for c, v in invalid.items() if v}, **extra}
+            else:
+                parquet = str(work / f"{name}.parquet")
+                summary, extra = ingest(table, parquet, storage, also=also)
+                first_pass[name] = {"invalid": summary["invalid_values"], **extra}
+                tables[name] = read_table(parquet, schema, name, validate=False)
+    with session.stage("clean"):
+        cleaner.fit(tables["population"].frame, missing=first_pass["population"]["missing"])
+        encoder = Encoder(schema, cleaner.kept_columns_).fit()
+    with session.stage("scale"):
+        statistics = {name: _statistics(tables[name].frame, cleaner) for name in ("population", "customers")}
+        (statistics,) = dask.compute(statistics)
+        scaler = ImputeScaler(encoder).fit_histograms(statistics["population"][0])
+    model = SegmentationModel(schema, cleaner, encoder, scaler)
+    with session.stage("reduce"):
+        features = _feature_frame(tables["population"].frame, model, "features_partition").to_dask_array()
+        model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components,
+                                       random_state=config.seed).fit(features)
+    with session.stage("project"):
+        reduced = _feature_frame(tables["population"].frame, model, "reduced_partition").to_dask_array()
+        reduced = reduced.persist()
+        session.progress(reduced)
+        reduced.compute_chunk_sizes()
+    return Prepared(tables, first_pass, statistics, model, reduced, work)
+
+
+def _elbow(config: JobConfig, reduced) -> pd.DataFrame:
+    ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
+    return cluster.elbow(reduced, ks, algorithm=config.kmeans.algorithm, random_state=config.seed,
+                         silhouette_sample=config.kmeans.silhouette_sample)
+
+
+def elbow_only(config: JobConfig) -> pd.DataFrame:
+    """Fit k-means over ``k_min..k_max`` and return SSE, silhouette and the recommended k (no run folder)."""
+    import tempfile
+
+    profile = load_profile(config.cluster)
+    schema = load_schema(config.attributes, profile.storage_options)
+    with tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work, open_cluster(profile) as session:
+        prepared = _prepare(config, schema, session, Path(work))
+        with session.stage("cluster"):
+            return _elbow(config, prepared.reduced)
+
+
+def assign_file(model_dir: str, input_path: str, out: str, table: str | None = None,
+                storage_options: dict | None = None) -> pd.Series:
+    """Segment a new table with a saved model; writes ``LNR, table, segment`` Parquet atomically."""
+    import uuid
+
+    from fsspec.core import url_to_fs
+
+    model = SegmentationModel.load(model_dir)
+    name = table or Path(str(input_path)).name.split(".")[0]
+    source = read_table(input_path, model.schema, name if name in TABLES else "mailout_test",
+                        storage_options)
+    assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
+    staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    write = assigned.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
+    _, counts = dask.compute(write, assigned["segment"].value_counts())
+    fs, target = url_to_fs(out, **(storage_options or {}))
+    if fs.exists(target):
+        fs.rm(target, recursive=True)
+    fs.mv(url_to_fs(staging, **(storage_options or {}))[1], target, recursive=True)
+    return counts.reindex(segment_names(len(model.kmeans.cluster_centers_)), fill_value=0)
+
+
+_ASSIGNMENT_META = pd.DataFrame({"LNR": pd.Series(dtype="int64"), "table": pd.Series(dtype="string"),
+                                 "segment": pd.Series(dtype="string")})
+
+
+def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder) -> dict:
+    work = Path(config.work_dir) if config.work_dir else folder.staging.parent / f"{folder.staging.name}-work"
+    prepared = _prepare(config, schema, session, work)
+    tables, first_pass, statistics, model = prepared.tables, prepared.first_pass, prepared.statistics, prepared.model
+    cleaner, scaler, reduced = model.cleaner, model.scaler, prepared.reduced
+    storage = session.profile.storage_options
+    with session.stage("cluster"):
+        elbow = _elbow(config, reduced)
+        recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0])
+        k = config.kmeans.k or recommended
+        model.kmeans = cluster.KMeansSegmenter(n_clusters=k, algorithm=config.kmeans.algorithm,
+                                               random_state=config.seed).fit(reduced)
+        del reduced, prepared
+    with session.stage("assign"):
+        lazy = {}
+        for name, table in tables.items():
+            assigned = table.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
+            lazy[name] = {
+                "write": assigned.to_parquet(folder.url_for("assignments"), write_index=False, compute=False,
+                                             name_function=lambda i, n=name: f"{n}-{i:05d}.parquet",
+                                             storage_options=storage, write_metadata_file=False),
+                "counts": assigned["segment"].value_counts(),
+            }
+        (computed,) = dask.compute(lazy)
+    with session.stage("compare"):
+        segments = segment_names(k)
+        counts = {name: computed[name]["counts"].reindex(segments, fill_value=0) for name in tables}
+        proportions = compare_proportions(counts["population"], counts["customers"], segments)
+        folder.write_csv("proportions.csv", proportions)
+    with session.stage("describe"):
+        centres_scaled = model.pca.inverse_transform(model.kmeans.cluster_centers_)
+        profiles = segment_profiles(centres_scaled, scaler.feature_names_, scaler.mean_, scaler.scale_, schema)
+        folder.write_csv("profiles.csv", profiles)
+    with session.stage("write"):
+        model.save(folder.path("model"), attributes_text)
+        folder.write_csv("elbow.csv", elbow)
+        folder.write_csv("pca.csv", _pca_table(model.pca))
+        folder.write_csv("pca_loadings.csv", _loadings(model.pca, scaler.feature_names_, schema))
+        folder.write_csv("quality/columns.csv", _quality_columns(first_pass, schema, cleaner))
+        folder.write_csv("quality/rows.csv", _quality_rows(statistics))
+    if not config.work_dir:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+    rows = {}
+    for name in tables:
+        read = int(first_pass[name]["missing"]["__rows__"])
+        aside = int(counts[name].get(INSUFFICIENT, 0))
+        assigned = int(counts[name].sum()) - aside
+        if assigned + aside != read:
+            raise RuntimeError(f"row accounting broken for {name}: read {read}, assigned {assigned}, aside {aside}")
+        rows[name] = {"read": read, "assigned": assigned, "set_aside": aside}
+    return {
+        "rows": rows,
+        "columns": {"input": len(schema.columns("population")), "dropped": cleaner.dropped_columns_,
+                    "kept": len(cleaner.kept_columns_), "features": len(scaler.feature_names_)},
+        "thresholds": {"column_missing": cleaner.column_missing_threshold,
+                       "row_missing": cleaner.row_missing_threshold},
+        "pca": {"solver": config.reduce.solver, "n_components": int(model.pca.n_components_),
+                "explained_variance": float(np.sum(model.pca.explained_variance_ratio_))},
+        "kmeans": {"algorithm": config.kmeans.algorithm, "k": k, "k_recommended": recommended,
+                   "sse": float(model.kmeans.sse_)},
+        "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
+    }
+
+
+def _pca_table(pca) -> pd.DataFrame:
+    ratios = np.asarray(pca.all_explained_variance_ratio_, dtype="float64")
+    return pd.DataFrame({
+        "component": np.arange(1, len(ratios) + 1),
+        "explained_variance_ratio": ratios,
+        "cumulative": np.cumsum(ratios),
+        "kept": np.arange(len(ratios)) < pca.n_components_,
+    })
+
+
+def _loadings(pca, feature_names: list[str], schema: Schema) -> pd.DataFrame:
+    rows = []
+    for component in range(min(LOADINGS_COMPONENTS, pca.n_components_)):
+        weights = np.asarray(pca.components_[component])
+        for index in np.argsort(-np.abs(weights))[:LOADINGS_TOP]:
+            rows.append({"component": component + 1, "attribute": feature_names[index],
+                         "label": schema.label(feature_names[index]), "loading": float(weights[index])})
+    return pd.DataFrame(rows)
+
+
+def _quality_columns(first_pass: dict, schema: Schema, cleaner: Cleaner) -> pd.DataFrame:
+    frames = []
+    for table in ("population", "customers"):
+        missing = first_pass[table]["missing"]
+        share = missing.drop("__rows__") / max(int(missing["__rows__"]), 1)
+        columns = [c for c in share.index if c in schema and schema[c].is_feature]
+        frames.append(pd.DataFrame({
+            "table": table, "column": columns, "label": [schema.label(c) for c in columns],
+            "missing_share": share[columns].to_numpy(dtype="float64"),
+            "dropped": [c in cleaner.dropped_columns_ for c in columns],
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _quality_rows(statistics: dict) -> pd.DataFrame:
+    frames = []
+    for table in ("population", "customers"):
+        counts = statistics[table][1]
+        edges = np.linspace(0.0, 1.0, len(counts) + 1)
+        frames.append(pd.DataFrame({"table": table, "missing_share_low": edges[:-1],
+                                    "missing_share_high": edges[1:], "rows": counts}))
+    return pd.concat(frames, ignore_index=True)
