@@ -28,7 +28,7 @@ import pandas as pd
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 
-from .schema import Attribute, Schema, format_codes
+from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +223,10 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         parsed = pd.to_datetime(raw, errors="coerce", format="%Y-%m-%d %H:%M:%S")
         return parsed.astype("datetime64[ns]"), present & parsed.isna()
     if attribute.integer_coded:
-        numbers = pd.to_numeric(raw, errors="coerce") if raw.dtype == object else raw.astype("float64")
-        numbers = numbers.astype("float64")
+        if pd.api.types.is_numeric_dtype(raw.dtype):
+            numbers = raw.astype("float64")
+        else:
+            numbers = pd.to_numeric(raw.astype(object), errors="coerce").astype("float64")
         if attribute.kind == "id":
             valid = numbers.notna() & (numbers % 1 == 0)
         elif attribute.kind == "numeric":
@@ -258,6 +260,7 @@ def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: 
         if invalid.any() and (strict or attribute.kind == "id"):
             position = int(np.flatnonzero(invalid.to_numpy())[0])
             row_id = raw[id_column].iloc[position] if id_column in raw.columns else "?"
+            row_id = canonical_code(row_id) or "?"
             expected = (
                 "an integer id"
                 if attribute.kind == "id"

@@ -1,0 +1,88 @@
+import pytest
+
+from segmentation.schema import (
+    KINDS,
+    SchemaError,
+    canonical_code,
+    format_codes,
+    load_schema,
+    parse_attributes,
+    parse_codes,
+)
+
+HEADER = "attribute,kind,codes,unknown_codes\n"
+
+
+def test_packaged_arvato_schema_covers_the_real_files():
+    schema = load_schema()
+    assert len(schema.columns("population")) == 366
+    assert len(schema.columns("customers")) == 369
+    assert len(schema.columns("mailout_train")) == 367
+    assert len(schema.columns("mailout_test")) == 366
+    assert schema.id_column == "LNR"
+    assert schema.columns("population")[0] == "LNR"
+    assert schema.columns("population")[-2:] == ["ANREDE_KZ", "ALTERSKATEGORIE_GROB"]
+    assert schema.extras("customers") == ["PRODUCT_GROUP", "CUSTOMER_GROUP", "ONLINE_PURCHASE"]
+    assert all(a.kind in KINDS for a in schema)
+
+
+def test_packaged_schema_decisions_from_the_facts():
+    schema = load_schema()
+    # default-like states are valid codes, not unknown
+    assert "0" in schema["D19_BANKEN_DIREKT"].codes and "0" not in schema["D19_BANKEN_DIREKT"].unknown_codes
+    assert "0" in schema["WOHNLAGE"].codes
+    assert "10" in schema["D19_GESAMT_DATUM"].codes
+    assert schema["CAMEO_DEUG_2015"].unknown_codes == ("-1", "X")
+    assert schema["CAMEO_DEU_2015"].unknown_codes == ("XX",)
+    assert "9" in schema["ALTERSKATEGORIE_GROB"].unknown_codes
+    assert "6" in schema["KBA05_MODTEMP"].codes  # observed undocumented code kept valid
+    # compact storage: the real population fits in int8 codes
+    assert schema["FINANZ_SPARER"].storage_dtype == "Int8"
+    assert schema["GEBURTSJAHR"].storage_dtype == "Int16"
+    assert schema["CAMEO_DEU_2015"].storage_dtype == "string"
+    decade = schema["PRAEGENDE_JUGENDJAHRE"].derive[0]
+    assert decade.name == "PRAEGENDE_JUGENDJAHRE_DECADE" and decade.mapping["15"] == 90
+
+
+def test_code_syntax():
+    assert parse_codes("1..3;7;X") == ("1", "2", "3", "7", "X")
+    assert parse_codes("-1;0") == ("-1", "0")
+    assert format_codes(parse_codes("1..5;7;X")) == "1..5;7;X"
+    assert canonical_code(4.0) == "4" and canonical_code("4.0") == "4" and canonical_code(" X ") == "X"
+    assert canonical_code(float("nan")) is None and canonical_code("") is None
+
+
+def test_other_vendor_schema(other_schema):
+    assert other_schema.id_column == "CUST_ID"
+    assert [a.name for a in other_schema.features()][:3] == ["INCOME", "REGION", "URBAN"]
+    assert other_schema.extras("customers") == ["CHANNEL"]
+    assert other_schema.extras("population") == []
+    assert other_schema.label("LIFESTAGE_WEALTH") == "Wealth x life stage: wealth"
+    assert other_schema.label("REGION=N") == "Region = N"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("attribute;kind;codes;unknown_codes\n", r"line 1: missing required column.*';'-separated"),
+        ("attribute,kind,codes\nA,id,\n", "line 1: missing required column.*unknown_codes"),
+        (HEADER.replace("\n", ",colour\n") + "A,id,,,red\n", "unknown column.*colour"),
+        (HEADER + "ID,id,,\nA,shape,1..3,\n", r"line 3 \(A\): kind 'shape' is not one of"),
+        (HEADER + "ID,id,,\nA,ordinal,5..1,\n", r"line 3 \(A\): range '5..1' runs backwards"),
+        (HEADER + "ID,id,,\nA,ordinal,,\n", r"line 3 \(A\): a ordinal column needs its valid codes"),
+        (HEADER + "ID,id,,\nA,binary,1..3,\n", "exactly two codes"),
+        (HEADER + "ID,id,,\nA,mixed,1..3,\n", "needs a derive entry"),
+        (HEADER + "ID,id,,\nA,ordinal,1..3,\nA,ordinal,1..3,\n", r"line 4 \(A\): attribute A is listed twice"),
+        (HEADER + "ID,id,,\nA,ordinal,1..3,3\n", "both valid and unknown"),
+        (HEADER + "A,ordinal,1..3,\n", "exactly one column must have kind 'id'"),
+    ],
+)
+def test_malformed_attributes_file(text, message):
+    with pytest.raises(SchemaError, match=message):
+        parse_attributes(text, source="bad.csv")
+
+
+def test_missing_attributes_file(tmp_path):
+    with pytest.raises(SchemaError, match="not found"):
+        load_schema(tmp_path / "nope.csv")
