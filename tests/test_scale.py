@@ -22,7 +22,7 @@ def test_encoding(other_schema):
     encoded = encoder.transform(frame)
     assert encoder.feature_names_out_ == ["INCOME", "REGION=N", "REGION=S", "REGION=E", "REGION=W", "URBAN",
                                           "LIFESTAGE_WEALTH", "LIFESTAGE_STAGE", "SIGNUP"]
-    row = frame.index[(frame["LIFESTAGE"] == "22") & (frame["REGION"] == "E") & (frame["URBAN"] == "R")][0]
+    row = frame.index[(frame["LIFESTAGE"] == 22) & (frame["REGION"] == "E") & (frame["URBAN"] == "R")][0]
     assert encoded.loc[row, ["REGION=N", "REGION=E", "URBAN", "LIFESTAGE_WEALTH", "LIFESTAGE_STAGE"]].tolist() \
         == [0, 1, 1, 2, 2]
     missing_region = frame["REGION"].isna()
