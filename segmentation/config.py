@@ -174,6 +174,8 @@ def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> J
         node = data
         *parents, leaf = dotted.split(".")
         for parent in parents:
-            node = node.setdefault(parent, {}) or {}
+            if not isinstance(node.get(parent), dict):
+                node[parent] = {}
+            node = node[parent]
         node[leaf] = value
     return from_mapping(JobConfig, data, source).validate(source)

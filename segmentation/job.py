@@ -199,8 +199,7 @@ def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared
     model = SegmentationModel(schema, cleaner, encoder, scaler)
     with session.stage("reduce"):
         features = _feature_frame(tables["population"].frame, model, "features_partition").to_dask_array()
-        model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components,
-                                       random_state=config.seed).fit(features)
+        model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
     with session.stage("project"):
         reduced = _feature_frame(tables["population"].frame, model, "reduced_partition").to_dask_array()
         reduced = reduced.persist()
