@@ -184,14 +184,10 @@ def read_table(
             invalids.append(raw.map_partitions(lambda p: pd.DataFrame({c: [0] for c in p.columns}),
                                                meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})))
             continue
-        frames.append(
-            raw.map_partitions(
-                normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns)
-            )
-        )
-        invalids.append(
-            raw.map_partitions(invalid_value_counts, schema, meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}))
-        )
+        typed = raw.map_partitions(normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns))
+        frames.append(typed)
+        counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
+        invalids.append(dd.map_partitions(invalid_value_counts, raw, typed, meta=counts_meta, align_dataframes=False))
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
@@ -224,25 +220,23 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         return parsed.astype("datetime64[ns]"), present & parsed.isna()
     if attribute.integer_coded:
         if pd.api.types.is_numeric_dtype(raw.dtype):
-            numbers = raw.astype("float64")
+            numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
         else:
-            numbers = pd.to_numeric(raw.astype(object), errors="coerce").astype("float64")
-        if attribute.kind == "id":
-            valid = numbers.notna() & (numbers % 1 == 0)
-        elif attribute.kind == "numeric":
-            valid = numbers.notna() & (numbers % 1 == 0)
+            numbers = pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        present_numbers = ~np.isnan(numbers)
+        if attribute.kind in ("id", "numeric"):
+            valid = present_numbers & (np.mod(numbers, 1, where=present_numbers, out=np.ones_like(numbers)) == 0)
             bounds = attribute.value_range
             if bounds is not None:
-                unknown = np.array([float(c) for c in attribute.unknown_codes] or [np.nan])
-                valid &= numbers.between(*bounds) | numbers.isin(unknown)
-            else:
-                valid &= numbers.abs() < 2**31
+                unknown = np.array([float(c) for c in attribute.unknown_codes])
+                valid &= ((numbers >= bounds[0]) & (numbers <= bounds[1])) | np.isin(numbers, unknown)
+            elif attribute.kind == "numeric":
+                valid &= np.abs(numbers, where=present_numbers, out=np.zeros_like(numbers)) < 2**31
         else:
-            allowed = np.array([float(c) for c in attribute.codes + attribute.unknown_codes])
-            valid = numbers.isin(allowed)
-        invalid = present & ~valid
-        typed = numbers.where(valid).astype(attribute.storage_dtype)
-        return typed, invalid
+            valid = np.isin(numbers, np.array([float(c) for c in attribute.codes + attribute.unknown_codes]))
+        data = np.where(valid, numbers, 0).astype(attribute.storage_dtype.lower())
+        typed = pd.Series(pd.arrays.IntegerArray(data, ~valid), index=raw.index)
+        return typed, present & ~valid
     text = raw.astype("string").str.strip().str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
     dtype = storage_dtype(attribute)
     typed = text.astype(object).where(text.notna(), None).astype(dtype)
@@ -275,9 +269,10 @@ def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: 
     return pd.DataFrame(out, index=raw.index)
 
 
-def invalid_value_counts(raw: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """One row: per column, how many values of the partition are neither valid nor unknown codes."""
-    return pd.DataFrame({c: [int(_classify(raw[c], schema[c])[1].sum())] for c in raw.columns})
+def invalid_value_counts(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
+    """One row: per column, how many values were present in the raw partition but invalid (now missing)."""
+    invalid = raw.notna().to_numpy() & typed.isna().to_numpy()
+    return pd.DataFrame(invalid.sum(axis=0, keepdims=True), columns=raw.columns)
 
 
 # ---------------------------------------------------------------------------------------------- ingest

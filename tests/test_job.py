@@ -1,0 +1,162 @@
+"""End to end on generated Arvato-shaped data: planted truth, row accounting, and scikit-learn as the oracle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.metrics import adjusted_rand_score
+from sklearn.preprocessing import StandardScaler
+
+from segmentation.config import load_job
+from segmentation.job import assign_file, run_job
+from segmentation.model import INSUFFICIENT
+from segmentation.schema import load_schema
+from segmentation.synth import generate
+
+pytestmark = pytest.mark.slow
+
+POPULATION, CUSTOMERS, SEGMENTS, SEED = 12_000, 3_000, 8, 7
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    generate(out, rows=POPULATION, customers_rows=CUSTOMERS, mailout_rows=600, segments=SEGMENTS, seed=SEED)
+    return out
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profile") / "local.yml"
+    path.write_text("kind: local\nn_workers: 2\nthreads_per_worker: 1\nmemory_limit: 2GiB\n"
+                    "dashboard_address: 127.0.0.1:0\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(dataset, profile, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "demo"
+    config = load_job(None, {
+        "inputs.population": str(dataset / "population.csv"),
+        "inputs.customers": str(dataset / "customers.csv"),
+        "inputs.mailout_train": str(dataset / "mailout_train.csv"),
+        "output": str(out), "cluster": str(profile), "seed": SEED,
+        "kmeans.k_min": 6, "kmeans.k_max": 10, "kmeans.k": SEGMENTS,
+    })
+    return run_job(config)
+
+
+def truth(dataset, table: str) -> pd.DataFrame:
+    return pd.read_csv(dataset / "truth" / f"{table}.csv", sep=";").rename(columns={"segment": "planted"})
+
+
+def assignments(run) -> pd.DataFrame:
+    return pd.read_parquet(f"{run.output}/assignments")
+
+
+def sklearn_notebook_pipeline(dataset, run):
+    """The plain notebook pipeline on the same rows: impute, scale, PCA, KMeans(n_init=10)."""
+    schema = load_schema()
+    frame = pd.read_csv(dataset / "population.csv", sep=";", low_memory=False)
+    model_dir = f"{run.output}/model/model.json"
+    kept = json.loads(open(model_dir).read())["cleaner"]["kept_columns"]
+    numeric = [c for c in kept if schema[c].kind in ("ordinal", "numeric")]
+    values = frame[numeric].astype("float64")
+    for column in numeric:
+        unknown = [float(c) for c in schema[column].unknown_codes if c.lstrip("-").isdigit()]
+        values[column] = values[column].where(~values[column].isin(unknown))
+    keep = values.isna().mean(axis=1) <= 0.5
+    scaled = StandardScaler().fit_transform(SimpleImputer(strategy="median").fit_transform(values[keep]))
+    reduced = PCA(n_components=0.9, svd_solver="full").fit_transform(scaled)
+    labels = KMeans(n_clusters=SEGMENTS, n_init=10, random_state=0).fit_predict(reduced)
+    return frame.loc[keep, "LNR"].to_numpy(), labels
+
+
+def test_rows_in_equal_rows_assigned_plus_set_aside(run, dataset):
+    found = assignments(run)
+    recorded = json.loads(open(f"{run.output}/run.json").read())["rows"]
+    for table, expected in (("population", POPULATION), ("customers", CUSTOMERS), ("mailout_train", 600)):
+        rows = found[found["table"] == table]
+        assert len(rows) == expected == recorded[table]["read"]
+        assert rows["LNR"].is_unique
+        aside = int((rows["segment"] == INSUFFICIENT).sum())
+        assert recorded[table]["set_aside"] == aside > 0
+        assert recorded[table]["assigned"] == expected - aside
+    proportions = run.proportions.set_index("segment")
+    assert proportions["population_count"].sum() == POPULATION
+    assert proportions["customers_count"].sum() == CUSTOMERS
+    assert proportions.loc[INSUFFICIENT, "population_count"] == recorded["population"]["set_aside"]
+
+
+def test_segments_recover_the_planted_truth(run, dataset):
+    found = assignments(run).query("table == 'population' and segment != @INSUFFICIENT")
+    merged = found.merge(truth(dataset, "population"), on="LNR")
+    ours = adjusted_rand_score(merged["planted"], merged["segment"])
+    lnr, labels = sklearn_notebook_pipeline(dataset, run)
+    reference = pd.DataFrame({"LNR": lnr, "label": labels}).merge(truth(dataset, "population"), on="LNR")
+    oracle = adjusted_rand_score(reference["planted"], reference["label"])
+    print(f"ARI ours {ours:.3f}, scikit-learn notebook pipeline {oracle:.3f}")
+    assert ours >= 0.9 or ours >= oracle - 0.01
+
+
+def test_planted_over_and_under_representation_recovered(run, dataset):
+    planted = json.loads((dataset / "truth" / "planted.json").read_text())
+    found = assignments(run).query("table == 'population' and segment != @INSUFFICIENT")
+    merged = found.merge(truth(dataset, "population"), on="LNR")
+    # each found segment stands for the planted segment most of its rows come from
+    majority = merged.groupby("segment")["planted"].agg(lambda s: s.mode()[0])
+    proportions = run.proportions.set_index("segment")
+    for segment, planted_segment in majority.items():
+        expected = planted["representation"][int(planted_segment)]
+        if expected in ("over", "under"):
+            assert proportions.loc[segment, "representation"] == expected, (segment, planted_segment)
+
+
+def test_run_folder_is_complete(run):
+    from pathlib import Path
+
+    folder = Path(run.output)
+    for name in ("run.json", "proportions.csv", "profiles.csv", "elbow.csv", "pca.csv", "pca_loadings.csv",
+                 "quality/columns.csv", "quality/rows.csv", "model/model.json", "performance_report.html",
+                 "report.html", "Customer Segmentation Report.pdf", "targets.parquet", "targets_top.csv"):
+        assert (folder / name).exists(), name
+    assert not list(folder.parent.glob(".*tmp*")), "no temporary folders left behind"
+    recorded = json.loads((folder / "run.json").read_text())
+    assert set(recorded["timings"]) >= {"read", "clean", "scale", "reduce", "cluster", "assign"}
+    assert recorded["peak_worker_memory"] > 0
+    assert recorded["cluster"]["dashboard"].startswith("http://127.0.0.1:")
+    assert not list(folder.rglob("*.pkl")) and not list(folder.rglob("*.pickle"))
+
+
+def test_saved_model_assigns_a_new_file_like_the_run(run, dataset, tmp_path):
+    out = tmp_path / "mailout.parquet"
+    counts = assign_file(f"{run.output}/model", str(dataset / "mailout_train.csv"), str(out),
+                         table="mailout_train")
+    again = pd.read_parquet(out).sort_values("LNR").reset_index(drop=True)
+    original = assignments(run).query("table == 'mailout_train'").sort_values("LNR").reset_index(drop=True)
+    assert again["segment"].tolist() == original["segment"].tolist()
+    assert int(counts.sum()) == 600
+
+
+def test_cli_exit_codes(dataset, tmp_path):
+    bad = tmp_path / "comma.csv"
+    pd.read_csv(dataset / "customers.csv", sep=";", nrows=20, low_memory=False).to_csv(bad, index=False)
+    command = [sys.executable, "-m", "segmentation.cli", "run", "--population", str(bad),
+               "--customers", str(dataset / "customers.csv"), "--out", str(tmp_path / "never")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3, result.stderr
+    assert "comma.csv: reads as a single column" in result.stderr
+    assert not (tmp_path / "never").exists()
+    job = tmp_path / "job.yml"
+    job.write_text("inputs: {population: a.csv, customers: b.csv}\nkmeans: {kk: 3}\n")
+    result = subprocess.run([sys.executable, "-m", "segmentation.cli", "run", str(job)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "unknown key 'kk' (did you mean 'k'?)" in result.stderr
