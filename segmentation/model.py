@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from . import cluster, decompose
-from .clean import Cleaner, unknown_to_missing
-from .encode import Encoder
+from .clean import Cleaner
+from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
 
@@ -23,6 +23,64 @@ MODEL_FORMAT = 1
 def segment_names(k: int) -> list[str]:
     """Segment labels in report order: "0".."k-1", then insufficient_data."""
     return [str(i) for i in range(k)] + [INSUFFICIENT]
+
+
+class _ColumnLookup:
+    """One source column compiled: raw storage value -> standardized features (unknown codes -> missing row).
+
+    Integer codes index a dense table over [offset, offset + size); categorical codes index by category
+    position; dates and unbounded numbers fall back to arithmetic (year, then impute and scale).
+    """
+
+    def __init__(self, attribute, dtype, features: slice, scaler: ImputeScaler, encoder_features: list[str]):
+        self.attribute, self.features = attribute, features
+        positions = [scaler.feature_names_.index(f) for f in encoder_features]
+        self.fill = scaler.fill_values_[positions]
+        self.mean = scaler.mean_[positions]
+        self.scale = scaler.scale_[positions]
+        self.offset = None
+        if isinstance(dtype, pd.CategoricalDtype):
+            domain = pd.Series(list(dtype.categories), dtype=dtype)
+            self.offset = 0
+        elif attribute.kind != "date" and (attribute.kind != "numeric" or attribute.value_range):
+            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
+            low, high = min(codes), max(codes)
+            domain = pd.Series(np.arange(low, high + 1), dtype=str(dtype))
+            self.offset = low
+        if self.offset is None:
+            return
+        unknown = domain.astype("string").isin(attribute.unknown_codes).to_numpy()
+        if not isinstance(dtype, pd.CategoricalDtype):
+            unknown |= ~domain.astype("string").isin(attribute.codes + attribute.unknown_codes).to_numpy()
+        recoded = domain.mask(unknown)
+        encoded = encode_column(pd.concat([recoded, pd.Series([None], dtype=domain.dtype)], ignore_index=True),
+                                attribute)
+        self.table = self._standardize(encoded.to_numpy(dtype="float64", na_value=np.nan))
+        self.missing = np.append(unknown, True)
+
+    def _standardize(self, values: np.ndarray) -> np.ndarray:
+        values = np.where(np.isnan(values), self.fill, values)
+        return ((values - self.mean) / self.scale).astype("float32")
+
+    def index(self, values: pd.Series) -> np.ndarray:
+        """Rows of the table for each value; the last row stands for missing."""
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy().astype("int64")
+            return np.where(codes < 0, len(self.table) - 1, codes)
+        array = values.array
+        data = np.asarray(array._data, dtype="int64") - self.offset
+        return np.where(np.asarray(array._mask), len(self.table) - 1, data)
+
+    def missing_of(self, values: pd.Series, index: np.ndarray | None) -> np.ndarray:
+        if index is not None:
+            return self.missing[index]
+        return values.isna().to_numpy()
+
+    def features_of(self, values: pd.Series, index: np.ndarray | None) -> np.ndarray:
+        if index is not None:
+            return self.table[index]
+        encoded = encode_column(values, self.attribute).to_numpy(dtype="float64", na_value=np.nan)
+        return self._standardize(encoded)
 
 
 @dataclass
@@ -37,18 +95,45 @@ class SegmentationModel:
     kmeans: object | None = None
 
     # ---------------------------------------------------------------- pure partition transforms
-    def recode(self, frame: pd.DataFrame) -> pd.DataFrame:
-        columns = [c for c in frame.columns if c in self.schema]
-        return unknown_to_missing(frame[columns], self.schema)
+    def _lookups(self, frame: pd.DataFrame) -> list[_ColumnLookup]:
+        key = tuple(str(frame[c].dtype) for c in self.encoder.columns)
+        cache = self.__dict__.setdefault("_lookup_cache", {})
+        if key not in cache:
+            lookups, start = [], 0
+            for column in self.encoder.columns:
+                features = self.encoder.sources_[column]
+                lookups.append(_ColumnLookup(self.schema[column], frame[column].dtype,
+                                             slice(start, start + len(features)), self.scaler, features))
+                start += len(features)
+            cache[key] = lookups
+        return cache[key]
 
-    def scaled_partition(self, frame: pd.DataFrame) -> np.ndarray:
-        """Standardized features of the rows with enough data (a recoded partition)."""
-        kept = frame[~self.cleaner.set_aside_mask(frame)]
-        return self.scaler.transform(self.encoder.transform(kept))
+    def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Raw typed partition -> (set-aside mask of every row, standardized float32 features of the others).
+
+        Equivalent to recode -> set-aside -> encode -> impute -> scale (``Cleaner``, ``Encoder``,
+        ``ImputeScaler``), compiled into one table lookup per column.
+        """
+        lookups = self._lookups(raw)
+        indexes = [lookup.index(raw[lookup.attribute.name]) if lookup.offset is not None else None
+                   for lookup in lookups]
+        missing = np.zeros(len(raw), dtype="int64")
+        for lookup, index in zip(lookups, indexes, strict=True):
+            missing += lookup.missing_of(raw[lookup.attribute.name], index)
+        aside = missing / max(len(lookups), 1) > self.cleaner.row_missing_threshold
+        kept = ~aside
+        out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
+        for lookup, index in zip(lookups, indexes, strict=True):
+            values = raw[lookup.attribute.name]
+            if index is not None:
+                out[:, lookup.features] = lookup.table[index[kept]]
+            else:
+                out[:, lookup.features] = lookup.features_of(values[kept], None)
+        return aside, out
 
     def features_partition(self, raw: pd.DataFrame) -> np.ndarray:
         """Raw typed partition -> standardized float32 features of its kept rows."""
-        return self.scaled_partition(self.recode(raw))
+        return self.standardize_partition(raw)[1]
 
     def reduced_partition(self, raw: pd.DataFrame) -> np.ndarray:
         """Raw typed partition -> PCA coordinates of its kept rows."""
@@ -56,20 +141,18 @@ class SegmentationModel:
 
     def assign_partition(self, raw: pd.DataFrame, table: str) -> pd.DataFrame:
         """Raw typed partition -> ``LNR, table, segment`` for every row (set-aside rows included)."""
-        recoded = self.recode(raw)
-        aside = self.cleaner.set_aside_mask(recoded).to_numpy()
+        aside, features = self.standardize_partition(raw)
         segment = np.full(len(raw), INSUFFICIENT, dtype=object)
-        if (~aside).any():
-            scaled = self.scaler.transform(self.encoder.transform(recoded[~aside]))
-            labels = cluster.nearest_centre(self.pca.transform_array(scaled), self.kmeans.cluster_centers_)
+        if len(features):
+            labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
             segment[~aside] = labels.astype(str)
         return pd.DataFrame(
             {
-                "LNR": raw[self.schema.id_column].astype("int64").to_numpy(),
-                "table": pd.Series([table] * len(raw), dtype="string").to_numpy(),
-                "segment": segment,
+                "LNR": raw[self.schema.id_column].to_numpy(dtype="int64"),
+                "table": pd.array([table] * len(raw), dtype="string"),
+                "segment": pd.array(segment, dtype="string"),
             }
-        ).astype({"table": "string", "segment": "string"})
+        )
 
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path, attributes_text: str) -> None:
