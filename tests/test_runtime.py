@@ -1,0 +1,777 @@
+"""Cluster profiles and sessions: validation, local/remote/TLS/generic clusters, clean shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import dask
+import dask.array as da
+import psutil
+import pytest
+from distributed import Client
+
+from segmentation.runtime import (
+    GenericSettings,
+    LocalSettings,
+    ProfileError,
+    RemoteSettings,
+    load_profile,
+    open_cluster,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = REPO / "cluster_config"
+DASK = [sys.executable, "-m", "dask"]  # the `dask` command of this environment
+
+
+def write_profile(directory: Path, text: str, name: str = "profile.yml") -> Path:
+    path = directory / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def new_children(before: set[int]) -> list[psutil.Process]:
+    """Child processes started since ``before``, without multiprocessing's resource tracker (it lives as
+    long as this process, by design)."""
+    children = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.pid not in before and "resource_tracker" not in " ".join(child.cmdline()):
+                children.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return children
+
+
+def assert_gone(processes: list[psutil.Process], timeout: float = 15) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes left running: {alive}"
+
+
+# --- loading profiles --------------------------------------------
+
+
+def test_default_profile_is_cluster_config_local_yml():
+    shipped = load_profile(PROFILES / "local.yml")
+    assert dataclasses.replace(shipped, source="<default>") == load_profile(None)
+    assert shipped.cluster == LocalSettings(n_workers=2, threads_per_worker=1, host="127.0.0.1")
+    assert shipped.cluster.dashboard_address.startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    ("name", "settings"),
+    [
+        ("local", LocalSettings),
+        ("laptop-lowmem", LocalSettings),
+        ("generic-slurm", GenericSettings),
+        ("generic-kubernetes", GenericSettings),
+    ],
+)
+def test_shipped_profiles_load(name, settings):
+    profile = load_profile(PROFILES / f"{name}.yml")
+    assert isinstance(profile.cluster, settings)
+
+
+def test_shipped_remote_profile_loads_with_its_certificates(tmp_path, tls_files):
+    shutil.copy(PROFILES / "remote.yml", tmp_path / "remote.yml")
+    (tmp_path / "certs").mkdir()
+    for source, target in [("ca", "ca.pem"), ("client", "client.pem"), ("client_key", "client-key.pem")]:
+        shutil.copy(tls_files[source], tmp_path / "certs" / target)
+    profile = load_profile(tmp_path / "remote.yml")
+    assert isinstance(profile.cluster, RemoteSettings)
+    assert profile.cluster.tls.ca_file == tmp_path / "certs" / "ca.pem"
+    assert profile.cluster.address.startswith("tls://")
+
+
+def test_shipped_remote_profile_without_certificates_names_the_missing_file():
+    with pytest.raises(ProfileError, match=r"remote\.yml: tls\.ca_file: file not found: .*certs/ca\.pem"):
+        load_profile(PROFILES / "remote.yml")
+
+
+def test_laptop_lowmem_sets_memory_thresholds():
+    profile = load_profile(PROFILES / "laptop-lowmem.yml")
+    assert profile.cluster.memory_limit == "1GiB"
+    memory = profile.dask["distributed"]["worker"]["memory"]
+    assert memory == {"target": 0.5, "spill": 0.6, "pause": 0.8, "terminate": 0.95}
+
+
+BAD_PROFILES = [
+    ("kind: local\nn_worker: 2\n", r"profile\.yml: unknown key 'n_worker' \(did you mean 'n_workers'\?\)"),
+    ("n_workers: two\n", r"profile\.yml: n_workers must be an integer >= 1, got 'two' \(str\)"),
+    ("n_workers: 0\n", r"n_workers must be an integer >= 1, got 0"),
+    ("threads_per_worker: true\n", r"threads_per_worker must be an integer >= 1, got True \(bool\)"),
+    ("memory_limit: lots\n", r"memory_limit must be \"auto\", a number of bytes or a size"),
+    ("processes: yes please\n", r"processes must be true or false"),
+    (
+        "kind: remot\naddress: tcp://127.0.0.1:8786\n",
+        r"kind must be one of local, remote, generic \(did you mean",
+    ),
+    (
+        "address: tcp://127.0.0.1:8786\n",
+        r"key 'address' does not apply to kind 'local' \(kind defaults to local\)",
+    ),
+    ("kind: remote\n", r"missing required key address"),
+    ("kind: remote\naddress: htp://host:8786\n", r"unknown scheme 'htp'"),
+    (
+        "kind: remote\naddress: tcp://127.0.0.1:8786\nconnect_timeout: -1\n",
+        r"connect_timeout must be a positive",
+    ),
+    ("kind: remote\naddress: tcp://127.0.0.1:8786\nconnect_timeout: soon\n", r"connect_timeout must be"),
+    (
+        "kind: remote\naddress: tls://127.0.0.1:8786\ntls: {ca_file: ca.pem, cert: missing.pem}\n",
+        r"profile\.yml: tls\.ca_file: file not found: .*ca\.pem",
+    ),
+    (
+        "kind: remote\naddress: tls://127.0.0.1:8786\ntls: {ca_file: x, certfile: y}\n",
+        r"tls\.certfile.*'cert'",
+    ),
+    ("kind: remote\naddress: tls://127.0.0.1:8786\ntls: [ca.pem]\n", r"tls must be a mapping"),
+    (
+        "dask:\n  distributed.worker.memory.targte: 0.5\n",
+        r"dask: distributed\.worker\.memory\.targte is not a Dask setting "
+        r"\(did you mean distributed\.worker\.memory\.target\?\)",
+    ),
+    (
+        "dask:\n  distributd:\n    worker: {}\n",
+        r"dask: distributd is not a Dask setting \(did you mean distributed\?\)",
+    ),
+    (
+        "dask:\n  distributed:\n    worker:\n      memory: {spil: 0.6}\n",
+        r"did you mean distributed\.worker\.memory\.spill\?",
+    ),
+    ("dask: 0.5\n", r"dask must be a mapping"),
+    ("storage:\n  endpoint: http://127.0.0.1:9000\n", r"storage\.endpoint \(did you mean 'endpoint_url'\?\)"),
+    ("kind: generic\n", r"missing required key cluster_class"),
+    ("kind: generic\ncluster_class: LocalCluster\n", r"cluster_class must be an import path"),
+    (
+        "kind: generic\ncluster_class: distributed.LocalCluster\nscale: 2\nadapt: {maximum: 2}\n",
+        r"either scale or adapt",
+    ),
+    (
+        "kind: generic\ncluster_class: distributed.LocalCluster\nscale: lots\n",
+        r"scale must be a number of workers",
+    ),
+    (
+        "kind: generic\ncluster_class: distributed.LocalCluster\nn_workers: 2\n",
+        r"'n_workers' does not apply to kind",
+    ),
+    ("- kind: local\n", r"profile\.yml: a profile must be a mapping"),
+    ("kind: local\n  n_workers: 2\n", r"profile\.yml: not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_PROFILES)
+def test_bad_profiles_are_rejected_with_a_clear_message(tmp_path, text, message):
+    path = write_profile(tmp_path, text)
+    with pytest.raises(ProfileError, match=message):
+        load_profile(path)
+
+
+def test_missing_profile_file(tmp_path):
+    with pytest.raises(ProfileError, match=r"cluster profile not found: .*nope\.yml"):
+        load_profile(tmp_path / "nope.yml")
+
+
+def test_profile_error_is_a_value_error():
+    assert issubclass(ProfileError, ValueError)
+
+
+def test_dask_section_nests_dotted_keys_and_allows_free_form_and_other_libraries(tmp_path):
+    path = write_profile(
+        tmp_path,
+        """
+        dask:
+          distributed.worker.memory.target: 0.4
+          distributed:
+            worker:
+              memory: {spill: 0.5}
+              resources: {GPU: 1}
+            scheduler:
+              default-task-durations: {read.csv-1: 2s}
+          jobqueue.slurm.walltime: "01:00:00"
+        """,
+    )
+    assert load_profile(path).dask == {
+        "distributed": {
+            "worker": {"memory": {"target": 0.4, "spill": 0.5}, "resources": {"GPU": 1}},
+            "scheduler": {"default-task-durations": {"read.csv-1": "2s"}},
+        },
+        "jobqueue": {"slurm": {"walltime": "01:00:00"}},
+    }
+
+
+def test_dask_section_merges_into_the_configuration_for_the_session_only(tmp_path, monkeypatch):
+    # DASK_* variables still count for the keys the profile leaves alone, and lose to the ones it sets.
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MEMORY__TARGET", "0.3")
+    monkeypatch.setenv("DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE", "0.7")
+    dask.config.refresh()
+    monkeypatch.undo()  # the configuration keeps them until the refresh at the end
+    path = write_profile(
+        tmp_path,
+        """
+        kind: local
+        n_workers: 1
+        processes: false
+        dashboard_address: null
+        dask:
+          distributed.worker.memory.target: 0.4
+          distributed:
+            scheduler:
+              default-task-durations: {read.csv-1: 2s}
+        """,
+    )
+    try:
+        before = dask.config.get("distributed")
+        with open_cluster(load_profile(path)):
+            assert dask.config.get("distributed.worker.memory.target") == 0.4
+            assert dask.config.get("distributed.worker.memory.pause") == 0.7
+            assert dask.config.get("distributed.worker.memory.spill") == before["worker"]["memory"]["spill"]
+            durations = dask.config.get("distributed.scheduler.default-task-durations")
+            assert durations == {**before["scheduler"]["default-task-durations"], "read.csv-1": "2s"}
+        assert dask.config.get("distributed") == before
+        assert dask.config.get("distributed.worker.memory.target") == 0.3
+    finally:
+        dask.config.refresh()
+
+
+def test_name_defaults_to_file_stem(tmp_path):
+    assert load_profile(write_profile(tmp_path, "kind: local\n", "my-laptop.yml")).name == "my-laptop"
+
+
+# --- storage options ---------------------------------------------
+
+
+@pytest.fixture
+def clean_storage_env(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "FSSPEC_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_storage_options_come_from_the_profile(tmp_path, clean_storage_env):
+    path = write_profile(tmp_path, "storage:\n  endpoint_url: http://127.0.0.1:9000\n  anon: false\n")
+    assert load_profile(path).storage_options == {"endpoint_url": "http://127.0.0.1:9000", "anon": False}
+    assert load_profile(None).storage_options == {}
+
+
+def test_storage_options_fall_back_to_the_environment(tmp_path, clean_storage_env):
+    env = clean_storage_env
+    env.setenv("AWS_ACCESS_KEY_ID", "env-key")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    env.setenv("AWS_ENDPOINT_URL", "http://aws-endpoint:9000")
+    env.setenv("AWS_DEFAULT_REGION", "eu-central-1")
+    env.setenv("FSSPEC_S3_ENDPOINT_URL", "http://fsspec-endpoint:9000")
+    options = load_profile(write_profile(tmp_path, "kind: local\n")).storage_options
+    assert options == {
+        "endpoint_url": "http://fsspec-endpoint:9000",
+        "key": "env-key",
+        "secret": "env-secret",
+        "client_kwargs": {"region_name": "eu-central-1"},
+    }
+
+
+def test_storage_options_in_the_profile_win_and_credentials_stay_together(tmp_path, clean_storage_env):
+    env = clean_storage_env
+    env.setenv("AWS_ACCESS_KEY_ID", "env-key")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    env.setenv("AWS_SESSION_TOKEN", "env-token")
+    env.setenv("AWS_ENDPOINT_URL", "http://aws-endpoint:9000")
+    path = write_profile(
+        tmp_path,
+        "storage:\n  key: profile-key\n  secret: profile-secret\n  endpoint_url: http://minio:9000\n",
+    )
+    assert load_profile(path).storage_options == {
+        "key": "profile-key",
+        "secret": "profile-secret",
+        "endpoint_url": "http://minio:9000",
+    }
+
+
+def test_anonymous_storage_takes_no_credentials_from_the_environment(tmp_path, clean_storage_env):
+    clean_storage_env.setenv("AWS_ACCESS_KEY_ID", "env-key")
+    clean_storage_env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+    assert load_profile(write_profile(tmp_path, "storage: {anon: true}\n")).storage_options == {"anon": True}
+
+
+# --- failures to connect -----------------------------------------
+
+
+def test_unreachable_scheduler_fails_within_the_connect_timeout(tmp_path):
+    port = free_port()
+    path = write_profile(tmp_path, f"kind: remote\naddress: tcp://127.0.0.1:{port}\nconnect_timeout: 2\n")
+    started = time.monotonic()
+    with pytest.raises(
+        ProfileError, match=rf"could not connect to the scheduler at tcp://127.0.0.1:{port} within 2 s"
+    ):
+        with open_cluster(load_profile(path)):
+            pass
+    assert time.monotonic() - started < 10
+
+
+def test_local_cluster_on_an_address_of_another_machine_is_a_profile_error(tmp_path):
+    path = write_profile(tmp_path, "kind: local\nn_workers: 1\nhost: 192.0.2.1\ndashboard_address: null\n")
+    with pytest.raises(ProfileError, match=r"could not start a local cluster: .*address"):
+        with open_cluster(load_profile(path)):
+            pass
+
+
+def test_tls_address_without_certificates_is_a_profile_error(tmp_path):
+    path = write_profile(tmp_path, "kind: remote\naddress: tls://127.0.0.1:8786\n")
+    with pytest.raises(ProfileError, match=r"is encrypted but the profile has no tls: section"):
+        with open_cluster(load_profile(path)):
+            pass
+
+
+def test_missing_cluster_package_names_what_to_install():
+    profile = load_profile(PROFILES / "generic-slurm.yml")
+    with pytest.raises(
+        ProfileError, match=r"dask_jobqueue\.SLURMCluster cannot be imported.*pip install dask-jobqueue"
+    ):
+        with open_cluster(profile):
+            pass
+
+
+def test_misspelt_cluster_class_gets_a_hint(tmp_path):
+    path = write_profile(tmp_path, "kind: generic\ncluster_class: distributed.LocalClustr\n")
+    with pytest.raises(ProfileError, match=r"has no class 'LocalClustr' \(did you mean 'LocalCluster'\?\)"):
+        with open_cluster(load_profile(path)):
+            pass
+
+
+# --- local clusters ----------------------------------------------
+
+
+def listening_addresses(processes: list[psutil.Process]) -> dict[int, str]:
+    """Port -> bound IP of every listening TCP socket of these processes."""
+    listening = {}
+    for process in processes:
+        for connection in process.net_connections(kind="tcp"):
+            if connection.status == psutil.CONN_LISTEN:
+                listening[connection.laddr.port] = connection.laddr.ip
+    return listening
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_path, capsys):
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with open_cluster(load_profile(PROFILES / "local.yml"), show_progress=True) as session:
+        children = new_children(before)
+        assert len(children) >= 2
+        link = session.dashboard_link
+        assert link.startswith("http://127.0.0.1:") and link.endswith("/status")
+        with urllib.request.urlopen(link, timeout=10) as response:
+            assert response.status == 200
+
+        listening = listening_addresses([psutil.Process(), *children])
+        dashboard_port = int(link.split(":")[2].split("/")[0])
+        scheduler_port = int(session.client.scheduler.address.rsplit(":", 1)[1])
+        assert listening[dashboard_port] == "127.0.0.1"
+        assert listening[scheduler_port] == "127.0.0.1"
+        assert not {ip for ip in listening.values() if ip in ("0.0.0.0", "::")}
+
+        with session.performance_report(tmp_path / "run" / "performance_report.html"):
+            with session.stage("sum") as stage:
+                numbers = da.arange(100_000, chunks=10_000).persist()
+                session.progress(numbers)
+                assert numbers.sum().compute() == 99_999 * 100_000 // 2
+        assert session.timings["sum"] == stage.seconds > 0
+        assert "100% Completed" in capsys.readouterr().out
+
+        info = session.describe()
+        assert info["profile"] == "local" and info["kind"] == "local"
+        assert info["scheduler"].startswith("tcp://127.0.0.1:")
+        assert info["dashboard"] == link
+        assert info["workers"] == 2 and info["threads_per_worker"] == 1
+        assert isinstance(info["memory_limit_per_worker"], int) and info["memory_limit_per_worker"] > 0
+        worker_rss = max(c.memory_info().rss for c in children)
+        assert 0.5 * worker_rss < session.peak_worker_memory() < 4 * worker_rss
+        client = session.client
+    assert (tmp_path / "run" / "performance_report.html").stat().st_size > 1000
+    assert client.status == "closed"
+    assert_gone(children)
+
+
+def test_a_busy_dashboard_port_falls_back_to_a_free_one(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = write_profile(
+            tmp_path, f"kind: local\nn_workers: 1\nprocesses: false\ndashboard_address: 127.0.0.1:{port}\n"
+        )
+        with pytest.warns(UserWarning, match=f"Port {port} is already in use"):
+            with open_cluster(load_profile(path)) as session:
+                link = session.dashboard_link
+                assert link.startswith("http://127.0.0.1:") and f":{port}/" not in link
+                with urllib.request.urlopen(link, timeout=10) as response:
+                    assert response.status == 200
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_dask_section_applies_to_the_session_and_its_workers_and_is_restored(tmp_path):
+    profile = load_profile(PROFILES / "laptop-lowmem.yml")
+    outside = dask.config.get("distributed.worker.memory.target")
+    assert outside != 0.5
+    with open_cluster(profile) as session:
+        assert dask.config.get("distributed.worker.memory.target") == 0.5
+        on_workers = session.client.run(lambda: dask.config.get("distributed.worker.memory.target"))
+        assert set(on_workers.values()) == {0.5}
+        info = session.describe()
+        assert info["memory_limit_per_worker"] == 2**30 and info["workers"] == 2
+    assert dask.config.get("distributed.worker.memory.target") == outside
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_an_exception_inside_the_session_stops_every_process_and_restores_config(tmp_path):
+    path = write_profile(
+        tmp_path,
+        """
+        kind: local
+        n_workers: 1
+        memory_limit: 512MiB
+        dashboard_address: 127.0.0.1:0
+        dask: {distributed.worker.memory.target: 0.42}
+        """,
+    )
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    outside = dask.config.get("distributed.worker.memory.target")
+    with pytest.raises(RuntimeError, match="stage failed"):
+        with open_cluster(load_profile(path)) as session:
+            children = new_children(before)
+            assert children
+            with session.stage("doomed"):
+                raise RuntimeError("stage failed")
+    assert session.timings["doomed"] >= 0
+    assert dask.config.get("distributed.worker.memory.target") == outside
+    assert_gone(children)
+
+
+CTRL_C_SCRIPT = """\
+import sys, time
+
+import psutil
+
+from segmentation.runtime import load_profile, open_cluster
+
+
+def main():
+    with open_cluster(load_profile(sys.argv[1])) as session:
+        pids = [p.pid for p in psutil.Process().children(recursive=True)]
+        print(" ".join(map(str, pids)), flush=True)
+        session.client.submit(time.sleep, 120).result()
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ctrl_c_leaves_no_processes_behind(tmp_path):
+    profile = write_profile(tmp_path, "kind: local\nn_workers: 1\nmemory_limit: 512MiB\n")
+    script = write_profile(tmp_path, CTRL_C_SCRIPT, "job.py")
+    job = subprocess.Popen(
+        [sys.executable, str(script), str(profile)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        pids = [int(pid) for pid in job.stdout.readline().split()]
+        assert pids, job.stderr.read()
+        children = [psutil.Process(pid) for pid in pids]
+        time.sleep(1)  # let the sleeping task start
+        job.send_signal(signal.SIGINT)
+        job.wait(timeout=60)
+        assert job.returncode != 0
+        assert "KeyboardInterrupt" in job.stderr.read()
+        assert_gone(children)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+
+
+# --- generic clusters --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("growth", "workers"), [("scale: 2", 2), ("scale: {n: 2}", 2), ("adapt: {minimum: 1, maximum: 2}", 1)]
+)
+def test_generic_cluster_class_with_scale_or_adapt(tmp_path, growth, workers):
+    path = write_profile(
+        tmp_path,
+        f"""
+        kind: generic
+        cluster_class: distributed.LocalCluster
+        cluster_kwargs:
+          n_workers: 0
+          threads_per_worker: 1
+          processes: false
+          dashboard_address: 127.0.0.1:0
+          memory_limit: 512MiB
+        {growth}
+        wait_for_workers: {workers}
+        wait_timeout: 30
+        """,
+    )
+    with open_cluster(load_profile(path)) as session:
+        assert session.client.submit(sum, [1, 2, 3]).result() == 6
+        info = session.describe()
+        assert info["kind"] == "generic"
+        assert info["workers"] >= 1 and info["threads_per_worker"] == 1
+        assert info["memory_limit_per_worker"] == 512 * 2**20
+        cluster = session.cluster
+    assert cluster.status.name == "closed"
+
+
+def test_generic_cluster_rejecting_its_kwargs_is_a_profile_error(tmp_path):
+    path = write_profile(
+        tmp_path,
+        "kind: generic\ncluster_class: distributed.SpecCluster\ncluster_kwargs: {nope: 1}\n",
+    )
+    with pytest.raises(ProfileError, match=r"distributed\.SpecCluster rejected cluster_kwargs"):
+        with open_cluster(load_profile(path)):
+            pass
+
+
+# --- remote clusters ---------------------------------------------
+
+
+def start(command: list[str], directory: Path) -> subprocess.Popen:
+    """Start a `dask` command with its output in a log file in ``directory``."""
+    log_path = directory / f"{command[len(DASK)]}-{time.monotonic_ns()}.log"
+    with open(log_path, "w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """Stop the workers, then the scheduler; kill what does not exit within a few seconds."""
+    for group in (processes[1:], processes[:1]):
+        for process in group:
+            if process.poll() is None:
+                process.terminate()
+        for process in group:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def worker_command(address: str, directory: Path, *extra: str) -> list[str]:
+    return [
+        *DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--no-dashboard",
+        "--memory-limit", "512MiB", "--host", "127.0.0.1", "--local-directory", str(directory), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tcp_cluster(tmp_path_factory):
+    """A `dask scheduler` and two `dask worker` processes on 127.0.0.1, killed at the end."""
+    directory = tmp_path_factory.mktemp("tcp-cluster")
+    address = f"tcp://127.0.0.1:{free_port()}"
+    port = address.rsplit(":", 1)[1]
+    processes = [start([*DASK, "scheduler", "--host", "127.0.0.1", "--port", port,
+                        "--dashboard-address", "127.0.0.1:0"], directory)]  # fmt: skip
+    try:
+        processes += [start(worker_command(address, directory), directory) for _ in range(2)]
+        yield address, processes
+    finally:
+        stop(processes)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_remote_profile_connects_and_leaves_the_cluster_running(tmp_path, tcp_cluster):
+    address, processes = tcp_cluster
+    path = write_profile(
+        tmp_path,
+        f"kind: remote\naddress: {address}\nconnect_timeout: 30\nwait_for_workers: 2\nwait_timeout: 60\n",
+    )
+    with open_cluster(load_profile(path)) as session:
+        assert session.cluster is None
+        info = session.describe()
+        assert info["kind"] == "remote" and info["scheduler"] == address
+        assert info["workers"] == 2 and info["threads_per_worker"] == 1
+        assert info["dashboard"].startswith("http://127.0.0.1:")
+        assert session.client.submit(sum, [1, 2, 3]).result() == 6
+        assert session.peak_worker_memory() > 0
+    assert all(process.poll() is None for process in processes)
+    with Client(address, timeout=10) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A CA, a certificate for the scheduler and workers, and one for the client (all for 127.0.0.1)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common_name: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+    def write_key(key, stem: str) -> Path:
+        path = directory / f"{stem}.pem"
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        return path
+
+    def write_cert(cert, stem: str) -> Path:
+        path = directory / f"{stem}.pem"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("segmentation test CA"))
+        .issuer_name(name("segmentation test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),  # fmt: skip
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca": write_cert(ca_cert, "ca")}
+    for role in ("node", "client"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name(f"segmentation test {role}"))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        files[role] = write_cert(cert, role)
+        files[f"{role}_key"] = write_key(key, f"{role}-key")
+    return files
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    return make_certificates(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory, tls_files):
+    """A TLS-only `dask scheduler` and one `dask worker` on 127.0.0.1, killed at the end."""
+    directory = tmp_path_factory.mktemp("tls-cluster")
+    port = str(free_port())
+    tls = ["--tls-ca-file", str(tls_files["ca"]), "--tls-cert", str(tls_files["node"]),
+           "--tls-key", str(tls_files["node_key"])]  # fmt: skip
+    processes = [start([*DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", port,
+                        "--dashboard-address", "127.0.0.1:0", *tls], directory)]  # fmt: skip
+    try:
+        processes.append(start(worker_command(f"tls://127.0.0.1:{port}", directory, *tls), directory))
+        yield port, processes
+    finally:
+        stop(processes)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_tls_profile_connects_and_computes(tmp_path, tls_files, tls_cluster):
+    port, _ = tls_cluster
+    for role in ("ca", "client", "client_key"):
+        shutil.copy(tls_files[role], tmp_path / tls_files[role].name)
+    # Relative certificate paths are read from the profile's folder, not the current directory.
+    path = write_profile(
+        tmp_path,
+        f"""
+        kind: remote
+        address: tls://127.0.0.1:{port}
+        connect_timeout: 30
+        wait_for_workers: 1
+        wait_timeout: 60
+        tls:
+          ca_file: ca.pem
+          cert: client.pem
+          key: client-key.pem
+        """,
+    )
+    with open_cluster(load_profile(path)) as session:
+        info = session.describe()
+        assert info["scheduler"] == f"tls://127.0.0.1:{port}" and info["workers"] == 1
+        assert session.client.submit(sum, [1, 2, 3]).result() == 6
+        assert (da.ones(1000, chunks=100).sum().compute()) == 1000
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_plaintext_client_is_refused_by_a_tls_scheduler(tmp_path, tls_cluster):
+    port, _ = tls_cluster
+    # Wait until the scheduler listens, so that the failure below is the protocol, not the start-up.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "TLS scheduler did not start"
+            time.sleep(0.2)
+    path = write_profile(tmp_path, f"kind: remote\naddress: tcp://127.0.0.1:{port}\nconnect_timeout: 3\n")
+    started = time.monotonic()
+    with pytest.raises(ProfileError, match="could not connect to the scheduler"):
+        with open_cluster(load_profile(path)):
+            pass
+    assert time.monotonic() - started < 15
