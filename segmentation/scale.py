@@ -51,7 +51,8 @@ class ImputeScaler(BaseEstimator):
     fill_values_ : ndarray of shape (n_features,)
         What a missing value becomes (in encoded units).
     mean_, scale_ : ndarray of shape (n_features,)
-        Mean and standard deviation after imputation (scale 1 for constant features).
+        Mean and standard deviation after imputation (scale 1 for constant features and one-hot dummies,
+        which are only centred).
     """
 
     def __init__(self, encoder: Encoder):
@@ -85,7 +86,11 @@ class ImputeScaler(BaseEstimator):
                 variance = float(np.dot(weights, (imputed - mean) ** 2) / total) if total else 0.0
                 fills.append(fill)
                 means.append(mean)
-                scales.append(np.sqrt(variance) if variance > 1e-12 else 1.0)
+                # One-hot dummies are centred, not scaled: a categorical attribute then carries a total
+                # variance of 1 - sum(p^2) < 1, like one standardized attribute, instead of one unit per
+                # category (which lets rare categories' noise dominate PCA and k-means).
+                scaled = attribute.kind != "categorical" and variance > 1e-12
+                scales.append(np.sqrt(variance) if scaled else 1.0)
                 names.append(feature)
         self.feature_names_ = names
         self.fill_values_ = np.asarray(fills)
