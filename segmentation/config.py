@@ -42,6 +42,7 @@ class ClusterConfig:
     k: int | None = None
     k_min: int = 2
     k_max: int = 15
+    elbow: bool | None = None  # None: run the elbow only when k is not given
     silhouette_sample: int = 10_000
 
 

@@ -259,8 +259,9 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
     cleaner, scaler, reduced = model.cleaner, model.scaler, prepared.reduced
     storage = session.profile.storage_options
     with session.stage("cluster"):
-        elbow = _elbow(config, reduced)
-        recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0])
+        run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
+        elbow = _elbow(config, reduced) if run_elbow else None
+        recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = config.kmeans.k or recommended
         model.kmeans = cluster.KMeansSegmenter(n_clusters=k, algorithm=config.kmeans.algorithm,
                                                random_state=config.seed).fit(reduced)
@@ -287,7 +288,8 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         folder.write_csv("profiles.csv", profiles)
     with session.stage("write"):
         model.save(folder.path("model"), attributes_text)
-        folder.write_csv("elbow.csv", elbow)
+        if elbow is not None:
+            folder.write_csv("elbow.csv", elbow)
         folder.write_csv("pca.csv", _pca_table(model.pca))
         folder.write_csv("pca_loadings.csv", _loadings(model.pca, scaler.feature_names_, schema))
         folder.write_csv("quality/columns.csv", _quality_columns(first_pass, schema, cleaner))

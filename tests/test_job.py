@@ -49,7 +49,7 @@ def run(dataset, profile, tmp_path_factory):
         "inputs.customers": str(dataset / "customers.csv"),
         "inputs.mailout_train": str(dataset / "mailout_train.csv"),
         "output": str(out), "cluster": str(profile), "seed": SEED,
-        "kmeans.k_min": 6, "kmeans.k_max": 10, "kmeans.k": SEGMENTS,
+        "kmeans.k_min": 6, "kmeans.k_max": 10, "kmeans.k": SEGMENTS, "kmeans.elbow": True,
     })
     return run_job(config)
 
