@@ -131,3 +131,12 @@ def test_run_folder_appears_only_when_committed(tmp_path):
     failed.write_json("run.json", {})
     failed.abandon()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo"]
+
+
+def test_ragged_row_names_the_file(tmp_path, other_schema):
+    path = tmp_path / "population.csv"
+    other_vendor_frame(20).to_csv(path, sep=";", index=False)
+    with open(path, "a") as handle:
+        handle.write("1;2;3\n")
+    with pytest.raises(InputError, match=r"population.csv: malformed CSV: .*columns"):
+        read_table(path, other_schema).frame.compute()
