@@ -7,6 +7,9 @@ with matplotlib's Agg canvas without touching pyplot's global state, one A4 page
 (headline, recommendations, segment descriptions, run facts) is built once as a list of blocks that both
 the HTML and the PDF renderers lay out, so the two show the same numbers, formatted the same way:
 shares as percentages with one decimal, ratios with two decimals, counts with thousands separators.
+
+``elbow.csv`` is optional: a job given k explicitly may skip the elbow, and the report then says that k was
+fixed where the choice-of-k figure would be.
 """
 
 from __future__ import annotations
@@ -57,7 +60,8 @@ SECTIONS = (
     "Data quality",
     "Run facts",
 )
-# The figures, in report order (figure_<name> below); the HTML embeds one PNG for each.
+# The figures, in report order (figure_<name> below); the HTML embeds one PNG for each (the elbow only when
+# the run folder has elbow.csv).
 FIGURES = (
     "segment_shares",
     "segment_profiles",
@@ -150,12 +154,12 @@ def _segment_word(segment: str) -> str:
 
 @dataclass(frozen=True)
 class RunFiles:
-    """The small files of a run folder that the report reads."""
+    """The small files of a run folder that the report reads; ``elbow`` is None without elbow.csv."""
 
     run: dict
     proportions: pd.DataFrame
     profiles: pd.DataFrame
-    elbow: pd.DataFrame
+    elbow: pd.DataFrame | None
     pca: pd.DataFrame
     pca_loadings: pd.DataFrame
     quality_columns: pd.DataFrame
@@ -164,13 +168,18 @@ class RunFiles:
 
 
 def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
-    """Read run.json and the CSVs of a run folder; segment names stay strings ("0", not 0)."""
+    """Read run.json and the CSVs of a run folder; segment names stay strings ("0", not 0).
+
+    Every file is required except elbow.csv (None when absent: the job fixed k and skipped the elbow).
+    """
     run_dir = Path(run_dir)
     text = {"segment": str, "attribute": str, "label": str, "column": str, "table": str}
 
-    def csv(name: str) -> pd.DataFrame:
+    def csv(name: str, required: bool = True) -> pd.DataFrame | None:
         path = run_dir / name
         if not path.exists():
+            if not required:
+                return None
             raise FileNotFoundError(f"{path}: the run folder lacks {name}")
         frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
         if "label" in frame:
@@ -184,7 +193,7 @@ def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
         run=json.loads(run_json.read_text()),
         proportions=csv("proportions.csv"),
         profiles=csv("profiles.csv"),
-        elbow=csv("elbow.csv"),
+        elbow=csv("elbow.csv", required=False),
         pca=csv("pca.csv"),
         pca_loadings=csv("pca_loadings.csv"),
         quality_columns=csv("quality/columns.csv"),
@@ -555,7 +564,7 @@ def figure_segment_shares(proportions: pd.DataFrame) -> Figure:
     shares_ax.set_ylabel("share of the table's rows")
     shares_ax.set_xlabel("segment")
     shares_ax.set_title("Share of rows per segment, with 95% intervals")
-    shares_ax.legend(loc="upper right")
+    shares_ax.legend(loc="best")
     shares_ax.margins(y=0.12)
 
     # A log axis shows no zero or infinite ratio (a segment empty in one table): those get a note instead.
@@ -614,7 +623,7 @@ def figure_segment_shares(proportions: pd.DataFrame) -> Figure:
             Line2D([], [], marker="o", ls="", color=_COLOURS[key], label=REPRESENTATION_WORDS[key])
             for key in ("over", "under", "similar")
         ],
-        loc="upper right",
+        loc="best",
     )
     return fig
 
@@ -1084,7 +1093,7 @@ def _run_facts(run: dict, name: str) -> list[Block]:
         ("k", "Segments k"),
         ("k_recommended", "k recommended by the elbow"),
     ):
-        if key in kmeans:
+        if kmeans.get(key) is not None:  # k_recommended is null when the job skipped the elbow
             method.append([label, str(kmeans[key])])
     if "sse" in kmeans:
         method.append(["Within-cluster sum of squares", f"{kmeans['sse']:,.0f}"])
@@ -1123,6 +1132,15 @@ def _run_facts(run: dict, name: str) -> list[Block]:
             Preformatted("Configuration as run", json.dumps(run["config"], indent=2, sort_keys=True))
         )
     return blocks
+
+
+def fixed_k_note(k: int) -> str:
+    """What the report says instead of the choice-of-k figure when the run folder has no elbow."""
+    return (
+        f"k was fixed at {k} in the job configuration: no other number of segments was fitted, so there is "
+        "no elbow (sum of squares and silhouette per k) to show. To compare values of k, run the "
+        "segmentation elbow command on the same job."
+    )
 
 
 def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
@@ -1174,9 +1192,12 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
             )
         )
     blocks += descriptions
+    blocks.append(Heading("Choice of k"))
+    if files.elbow is None or files.elbow.empty:
+        blocks.append(Paragraph(fixed_k_note(k)))
+    else:
+        blocks.append(FigureBlock("elbow", figure_elbow(files.elbow, k, run["kmeans"].get("k_recommended"))))
     blocks += [
-        Heading("Choice of k"),
-        FigureBlock("elbow", figure_elbow(files.elbow, k, run["kmeans"].get("k_recommended"))),
         Heading("Principal components"),
         FigureBlock("pca_variance", figure_pca_variance(files.pca, n_components, explained)),
         FigureBlock("pca_loadings", figure_pca_loadings(files.pca_loadings, files.pca)),

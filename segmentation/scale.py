@@ -22,11 +22,12 @@ def value_histograms(frame: pd.DataFrame, columns: list[str]) -> dict[str, pd.Se
 
 
 def merge_histograms(*parts: dict[str, pd.Series]) -> dict[str, pd.Series]:
-    """Sum histograms from several partitions (used as a tree reduction)."""
-    merged: dict[str, pd.Series] = {}
-    for part in parts:
-        for column, counts in part.items():
-            merged[column] = counts if column not in merged else merged[column].add(counts, fill_value=0)
+    """Sum histograms from several partitions (used as a tree reduction); missing stays a key of its own."""
+    columns = dict.fromkeys(column for part in parts for column in part)
+    merged = {}
+    for column in columns:
+        pieces = [part[column] for part in parts if column in part]
+        merged[column] = pd.concat(pieces).groupby(level=0, dropna=False, sort=False).sum()
     return merged
 
 

@@ -342,6 +342,26 @@ def test_shares_figure_copes_with_a_segment_missing_from_one_table(files):
     assert "ratio 0.00" in texts and "ratio n/a" in texts
 
 
+@pytest.mark.parametrize("highest", ["insufficient_data", "0"])
+def test_shares_figure_legends_leave_the_points_and_bars_visible(files, highest):
+    # The largest ratio (and customer share) at the right edge once hid under an upper-right legend.
+    proportions = files.proportions.copy()
+    row = proportions["segment"] == highest
+    proportions.loc[row, ["ratio", "ratio_ci_low", "ratio_ci_high"]] = [3.0, 2.7, 3.3]
+    proportions.loc[row, "customers_share"] = proportions["customers_share"].max() * 1.5
+    figure = report.figure_segment_shares(proportions)
+    figure.canvas.draw()
+    shares_ax, ratio_ax = figure.axes
+    ratio_legend = ratio_ax.get_legend().get_window_extent()
+    points = [line for line in ratio_ax.lines if line.get_marker() == "o"]
+    assert len(points) == len(proportions)
+    for line in points:
+        x, y = ratio_ax.transData.transform(line.get_xydata()[0])
+        assert not ratio_legend.contains(x, y), line.get_xydata()[0]
+    shares_legend = shares_ax.get_legend().get_window_extent()
+    assert not any(shares_legend.overlaps(bar.get_window_extent()) for bar in shares_ax.patches)
+
+
 def test_a_segment_too_small_to_test_is_not_called_similar(files):
     proportions = files.proportions.copy()
     small = proportions["segment"] == "4"
@@ -373,9 +393,36 @@ def test_a_missing_run_json_field_is_named(files):
 
 def test_a_missing_file_is_named(tmp_path):
     run_dir = write_fake_run(tmp_path / "run")
-    (run_dir / "elbow.csv").unlink()
-    with pytest.raises(FileNotFoundError, match="elbow.csv"):
+    (run_dir / "pca.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="pca.csv"):
         write_report(run_dir)
+
+
+@pytest.mark.parametrize("elbow", ["absent", "header only"])
+def test_a_run_with_k_fixed_and_no_elbow_gets_a_note_instead_of_the_k_figure(tmp_path, elbow):
+    run_dir = write_fake_run(tmp_path / "run")
+    if elbow == "absent":
+        (run_dir / "elbow.csv").unlink()
+    else:
+        (run_dir / "elbow.csv").write_text("k,sse,silhouette,recommended\n")
+    run = json.loads((run_dir / "run.json").read_text())
+    run["kmeans"]["k_recommended"] = None  # what a job that skipped the elbow records
+    (run_dir / "run.json").write_text(json.dumps(run))
+
+    html_path, pdf_path = write_report(run_dir)
+    parser = _ReportParser()
+    parser.feed(html_path.read_text(encoding="utf-8"))
+    assert parser.headings == list(SECTIONS)
+    assert parser.figure_ids == [f"figure-{name}" for name in FIGURES if name != "elbow"]
+    assert len(parser.images) == len(FIGURES) - 1
+    assert "k was fixed at 8" in parser.sections["Choice of k"]
+    method = dict(map(tuple, parser.tables["method"][1:]))
+    assert method["Segments k"] == "8" and "k recommended by the elbow" not in method
+
+    pages = [page.extract_text() for page in PdfReader(pdf_path).pages]
+    assert not any("Choice of k: sum of squares" in page for page in pages)
+    assert sum("k was fixed at 8" in page for page in pages) == 1
+    assert len(pages) == EXPECTED_PAGES - 1  # the note flows with the text; only the figure page goes
 
 
 def test_a_failure_mid_way_leaves_no_report_and_no_temporary_file(tmp_path, monkeypatch):

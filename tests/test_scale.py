@@ -58,3 +58,14 @@ def test_categorical_imputed_with_most_frequent(other_schema):
     # dummies are centred only, so the block's total variance is below one standardized attribute's
     np.testing.assert_allclose(ours.transform(encoded), one_hot - one_hot.mean(axis=0), atol=1e-5)
     assert ours.transform(encoded).var(axis=0).sum() < 1
+
+
+def test_histograms_merge_across_partitions_with_missing(other_schema):
+    frame = recoded(other_schema)
+    columns = ["INCOME", "REGION", "AGE", "LIFESTAGE", "SIGNUP"]
+    parts = [value_histograms(frame.iloc[i : i + 500], columns) for i in range(0, len(frame), 500)]
+    merged = merge_histograms(merge_histograms(*parts[:2]), *parts[2:])
+    whole = value_histograms(frame, columns)
+    for column in columns:
+        assert merged[column].sum() == len(frame)
+        assert merged[column].sort_index().to_dict() == whole[column].sort_index().to_dict()
