@@ -111,13 +111,16 @@ def main() -> None:
     parser.add_argument("--cluster", default=None, help="cluster profile for the job")
     args = parser.parse_args()
 
-    if not (args.data / "truth" / "planted.json").exists() or json.loads(
-        (args.data / "truth" / "planted.json").read_text()
-    )["rows"]["population"] != args.rows:
+    if (
+        not (args.data / "truth" / "planted.json").exists()
+        or json.loads((args.data / "truth" / "planted.json").read_text())["rows"]["population"] != args.rows
+    ):
         from segmentation.synth import generate
 
         print(f"generating {args.rows:,} + {args.customers_rows:,} rows into {args.data} ...", flush=True)
-        generate(args.data, rows=args.rows, customers_rows=args.customers_rows, mailout_rows=1000, seed=args.seed)
+        generate(
+            args.data, rows=args.rows, customers_rows=args.customers_rows, mailout_rows=1000, seed=args.seed
+        )
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         scratch = Path(scratch)
@@ -131,9 +134,23 @@ def main() -> None:
         print(nb_output.strip().splitlines()[-1])
         print("running segmentation ...", flush=True)
         run_dir = scratch / "run"
-        command = [sys.executable, "-m", "segmentation.cli", "run", "--population", str(args.data / "population.csv"),
-                   "--customers", str(args.data / "customers.csv"), "--out", str(run_dir), "--k", str(args.k),
-                   "--seed", str(args.seed), "--no-report"]
+        command = [
+            sys.executable,
+            "-m",
+            "segmentation.cli",
+            "run",
+            "--population",
+            str(args.data / "population.csv"),
+            "--customers",
+            str(args.data / "customers.csv"),
+            "--out",
+            str(run_dir),
+            "--k",
+            str(args.k),
+            "--seed",
+            str(args.seed),
+            "--no-report",
+        ]
         if args.cluster:
             command += ["--cluster", args.cluster]
         job_seconds, job_peak, _ = peak_tree_rss(command)
@@ -147,8 +164,10 @@ def main() -> None:
     print(f"{'':28}{'seconds':>10}{'peak RSS GiB':>15}{'ARI':>8}")
     print(f"{'pandas + scikit-learn':28}{nb_seconds:>10.1f}{nb_peak / gib:>15.2f}{nb_ari:>8.3f}")
     print(f"{'segmentation (Dask)':28}{job_seconds:>10.1f}{job_peak / gib:>15.2f}{ours_ari:>8.3f}")
-    print(f"ratio (segmentation / notebook): time {job_seconds / nb_seconds:.2f}x, "
-          f"peak memory {job_peak / nb_peak:.2f}x")
+    print(
+        f"ratio (segmentation / notebook): time {job_seconds / nb_seconds:.2f}x, "
+        f"peak memory {job_peak / nb_peak:.2f}x"
+    )
     print("job stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run["timings"].items()))
     print(f"job PCA: {run['pca']}, peak worker memory {run.get('peak_worker_memory', 0) / gib:.2f} GiB")
 

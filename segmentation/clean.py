@@ -29,7 +29,9 @@ def unknown_to_missing(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         values = frame[column]
         if attribute.unknown_codes and attribute.kind not in ("id", "extra", "date"):
             if isinstance(values.dtype, pd.CategoricalDtype):
-                values = values.cat.remove_categories([c for c in attribute.unknown_codes if c in values.cat.categories])
+                values = values.cat.remove_categories(
+                    [c for c in attribute.unknown_codes if c in values.cat.categories]
+                )
             else:
                 values = values.mask(values.isin([int(c) for c in attribute.unknown_codes]))
         out[column] = values
@@ -75,7 +77,9 @@ class Cleaner(BaseEstimator):
     n_rows_ : int
     """
 
-    def __init__(self, schema: Schema, column_missing_threshold: float = 0.3, row_missing_threshold: float = 0.5):
+    def __init__(
+        self, schema: Schema, column_missing_threshold: float = 0.3, row_missing_threshold: float = 0.5
+    ):
         self.schema = schema
         self.column_missing_threshold = column_missing_threshold
         self.row_missing_threshold = row_missing_threshold
@@ -105,8 +109,12 @@ class Cleaner(BaseEstimator):
         features = [a.name for a in self.schema.features() if a.name in share.index]
         self.dropped_columns_ = [c for c in features if share[c] > self.column_missing_threshold]
         self.kept_columns_ = [c for c in features if c not in self.dropped_columns_]
-        logger.info("dropped %d of %d feature columns above %.0f%% missing", len(self.dropped_columns_),
-                    len(features), 100 * self.column_missing_threshold)
+        logger.info(
+            "dropped %d of %d feature columns above %.0f%% missing",
+            len(self.dropped_columns_),
+            len(features),
+            100 * self.column_missing_threshold,
+        )
         return self
 
     def set_aside_mask(self, recoded: pd.DataFrame) -> pd.Series:

@@ -25,10 +25,15 @@ def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster", help="cluster profile (YAML), e.g. cluster_config/local.yml")
     parser.add_argument("--k", type=int, help="number of segments (default: the elbow's recommendation)")
     parser.add_argument("--seed", type=int, help="random seed")
-    parser.add_argument("--strict", action="store_true", default=None,
-                        help="fail on a value that is neither a valid nor an unknown code")
-    parser.add_argument("--no-report", dest="report", action="store_false", default=None,
-                        help="skip the HTML/PDF report")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        default=None,
+        help="fail on a value that is neither a valid nor an unknown code",
+    )
+    parser.add_argument(
+        "--no-report", dest="report", action="store_false", default=None, help="skip the HTML/PDF report"
+    )
 
 
 def _job_config(args: argparse.Namespace):
@@ -63,8 +68,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(table.to_string(index=False))
     rows = result.run["rows"]
     for name, counts in rows.items():
-        print(f"{name}: {counts['read']:,} rows read = {counts['assigned']:,} assigned + "
-              f"{counts['set_aside']:,} set aside (insufficient_data)")
+        print(
+            f"{name}: {counts['read']:,} rows read = {counts['assigned']:,} assigned + "
+            f"{counts['set_aside']:,} set aside (insufficient_data)"
+        )
     print(f"\nRun folder: {result.output}")
     report = Path(result.output) / "report.html"
     if report.exists():
@@ -75,8 +82,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .synth import generate
 
-    summary = generate(args.out, rows=args.rows, customers_rows=args.customers_rows,
-                       mailout_rows=args.mailout_rows, segments=args.segments, seed=args.seed)
+    summary = generate(
+        args.out,
+        rows=args.rows,
+        customers_rows=args.customers_rows,
+        mailout_rows=args.mailout_rows,
+        segments=args.segments,
+        seed=args.seed,
+    )
     print(f"wrote {args.out}: " + ", ".join(f"{k}={v}" for k, v in summary.get("rows", {}).items()))
     return 0
 
@@ -139,7 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     elbow.add_argument("--k-max", type=int, default=15)
     elbow.set_defaults(func=cmd_elbow)
 
-    generate = commands.add_parser("generate", help="write synthetic Arvato-shaped data with planted segments")
+    generate = commands.add_parser(
+        "generate", help="write synthetic Arvato-shaped data with planted segments"
+    )
     generate.add_argument("--out", required=True)
     generate.add_argument("--rows", type=int, default=891_221)
     generate.add_argument("--customers-rows", type=int, default=191_652)
@@ -151,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest = commands.add_parser("ingest", help="convert a CSV table to compact Parquet once")
     ingest.add_argument("input")
     ingest.add_argument("out")
-    ingest.add_argument("--table", default="population", help="population, customers, mailout_train, mailout_test")
+    ingest.add_argument(
+        "--table", default="population", help="population, customers, mailout_train, mailout_test"
+    )
     ingest.add_argument("--attributes")
     ingest.add_argument("--strict", action="store_true")
     ingest.set_defaults(func=cmd_ingest)
@@ -160,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     assign.add_argument("--model", required=True, help="RUN_DIR/model")
     assign.add_argument("--input", required=True)
     assign.add_argument("--out", required=True, help="Parquet file or folder to write")
-    assign.add_argument("--table", default=None, help="table name recorded in the output (default: file stem)")
+    assign.add_argument(
+        "--table", default=None, help="table name recorded in the output (default: file stem)"
+    )
     assign.set_defaults(func=cmd_assign)
 
     report = commands.add_parser("report", help="(re)write the HTML and PDF report of a run folder")

@@ -46,8 +46,9 @@ def compare_proportions(
         p_value = 2 * stats.norm.sf(np.abs((p_cust - p_pop) / se))
     p_value = pd.Series(np.where(np.isfinite(p_value), p_value, 1.0), index=segments)
     significant = p_value < alpha / len(segments)
-    representation = np.where(significant & (ratio > 1), "over", np.where(significant & (ratio < 1), "under",
-                                                                          "similar"))
+    representation = np.where(
+        significant & (ratio > 1), "over", np.where(significant & (ratio < 1), "under", "similar")
+    )
     return pd.DataFrame(
         {
             "segment": segments,

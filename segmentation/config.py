@@ -67,12 +67,23 @@ class JobConfig:
 
     def validate(self, source: str = "job") -> JobConfig:
         checks = [
-            (0 < self.clean.column_missing_threshold <= 1, "clean.column_missing_threshold must lie in (0, 1]"),
+            (
+                0 < self.clean.column_missing_threshold <= 1,
+                "clean.column_missing_threshold must lie in (0, 1]",
+            ),
             (0 < self.clean.row_missing_threshold <= 1, "clean.row_missing_threshold must lie in (0, 1]"),
-            (self.reduce.solver in ("gram", "incremental", "tsqr"), "reduce.solver must be gram, incremental or tsqr"),
-            (_valid_components(self.reduce.n_components), "reduce.n_components must be an integer >= 1 or a "
-             "variance share in (0, 1)"),
-            (self.kmeans.algorithm in ("kmeans||", "minibatch"), "kmeans.algorithm must be kmeans|| or minibatch"),
+            (
+                self.reduce.solver in ("gram", "incremental", "tsqr"),
+                "reduce.solver must be gram, incremental or tsqr",
+            ),
+            (
+                _valid_components(self.reduce.n_components),
+                "reduce.n_components must be an integer >= 1 or a variance share in (0, 1)",
+            ),
+            (
+                self.kmeans.algorithm in ("kmeans||", "minibatch"),
+                "kmeans.algorithm must be kmeans|| or minibatch",
+            ),
             (self.kmeans.k is None or self.kmeans.k >= 2, "kmeans.k must be at least 2"),
             (2 <= self.kmeans.k_min <= self.kmeans.k_max, "kmeans.k_min must be >= 2 and <= kmeans.k_max"),
             (self.blocksize >= 1_000_000, "blocksize must be at least 1000000 bytes"),
@@ -82,8 +93,10 @@ class JobConfig:
             if not ok:
                 raise ConfigError(f"{source}: {message}")
         if not self.inputs.population or not self.inputs.customers:
-            raise ConfigError(f"{source}: inputs.population and inputs.customers are required "
-                              "(in the job file or as --population / --customers)")
+            raise ConfigError(
+                f"{source}: inputs.population and inputs.customers are required "
+                "(in the job file or as --population / --customers)"
+            )
         return self
 
     def to_dict(self) -> dict:
@@ -133,8 +146,12 @@ def _coerce(annotation, value, where: str):
                 return _coerce(option, value, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a valid value "
-                          f"(expected {' or '.join(_name(o) for o in options)})")
+        raise ConfigError(
+            errors[0]
+            if len(errors) == 1
+            else f"{where}: {value!r} is not a valid value "
+            f"(expected {' or '.join(_name(o) for o in options)})"
+        )
     if origin is list:
         (item,) = typing.get_args(annotation)
         if isinstance(value, str):
@@ -146,8 +163,9 @@ def _coerce(annotation, value, where: str):
         return float(value)
     if annotation is str and isinstance(value, os.PathLike):
         return str(value)
-    if annotation in (int, float, str, bool) and not (isinstance(value, annotation)
-                                                      and not (annotation is int and isinstance(value, bool))):
+    if annotation in (int, float, str, bool) and not (
+        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
+    ):
         raise ConfigError(f"{where}: expected {_name(annotation)}, got {value!r}")
     return value
 

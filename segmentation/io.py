@@ -106,19 +106,30 @@ def _parse_block(
     A value the typed parse rejects (text in an integer-coded column) falls back to reading that block
     as text; ``normalize_partition`` then reports the value and its row.
     """
-    read_options = pacsv.ReadOptions(column_names=names, skip_rows=1 if first else 0, use_threads=False,
-                                      block_size=max(len(block), 1 << 20))
+    read_options = pacsv.ReadOptions(
+        column_names=names,
+        skip_rows=1 if first else 0,
+        use_threads=False,
+        block_size=max(len(block), 1 << 20),
+    )
     parse_options = pacsv.ParseOptions(delimiter=sep)
     types = {n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()}
     try:
-        table = pacsv.read_csv(io.BytesIO(block), read_options=read_options, parse_options=parse_options,
-                               convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        table = pacsv.read_csv(
+            io.BytesIO(block),
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+        )
     except pa.ArrowInvalid:
         text_types = {n: pa.string() for n in names}
         try:
-            table = pacsv.read_csv(io.BytesIO(block), read_options=read_options, parse_options=parse_options,
-                                   convert_options=pacsv.ConvertOptions(column_types=text_types,
-                                                                        strings_can_be_null=True))
+            table = pacsv.read_csv(
+                io.BytesIO(block),
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=pacsv.ConvertOptions(column_types=text_types, strings_can_be_null=True),
+            )
         except pa.ArrowInvalid as error:
             raise InputError(f"{source}: malformed CSV: {error}") from None
     return table.to_pandas()
@@ -144,7 +155,10 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
     parts = [
         dd.from_delayed(
-            [dask.delayed(_parse_block)(b, names, dtypes, sep, i == 0, path) for i, b in enumerate(file_blocks)],
+            [
+                dask.delayed(_parse_block)(b, names, dtypes, sep, i == 0, path)
+                for i, b in enumerate(file_blocks)
+            ],
             meta=empty,
             verify_meta=False,
         )
@@ -185,7 +199,9 @@ def read_table(
             raw = _read_csv(file, schema, table, storage_options, blocksize, sep)
         unknown = [c for c in raw.columns if c not in schema]
         if unknown:
-            logger.warning("%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5])
+            logger.warning(
+                "%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5]
+            )
         keep = [c for c in raw.columns if c in schema]
         raw = raw[keep]
         raws.append((file, raw))
@@ -196,13 +212,21 @@ def read_table(
         if not validate:
             meta = empty_typed_frame(schema, columns)
             frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
-            invalids.append(raw.map_partitions(lambda p: pd.DataFrame({c: [0] for c in p.columns}),
-                                               meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})))
+            invalids.append(
+                raw.map_partitions(
+                    lambda p: pd.DataFrame({c: [0] for c in p.columns}),
+                    meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}),
+                )
+            )
             continue
-        typed = raw.map_partitions(normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns))
+        typed = raw.map_partitions(
+            normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns)
+        )
         frames.append(typed)
         counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-        invalids.append(dd.map_partitions(invalid_value_counts, raw, typed, meta=counts_meta, align_dataframes=False))
+        invalids.append(
+            dd.map_partitions(invalid_value_counts, raw, typed, meta=counts_meta, align_dataframes=False)
+        )
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
@@ -237,10 +261,14 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         if pd.api.types.is_numeric_dtype(raw.dtype):
             numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
         else:
-            numbers = pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+            numbers = pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan
+            )
         present_numbers = ~np.isnan(numbers)
         if attribute.kind in ("id", "numeric"):
-            valid = present_numbers & (np.mod(numbers, 1, where=present_numbers, out=np.ones_like(numbers)) == 0)
+            valid = present_numbers & (
+                np.mod(numbers, 1, where=present_numbers, out=np.ones_like(numbers)) == 0
+            )
             bounds = attribute.value_range
             if bounds is not None:
                 unknown = np.array([float(c) for c in attribute.unknown_codes])

@@ -62,8 +62,12 @@ def versions() -> dict:
 
 
 def _inputs(config: JobConfig) -> dict[str, str]:
-    paths = {"population": config.inputs.population, "customers": config.inputs.customers,
-             "mailout_train": config.inputs.mailout_train, "mailout_test": config.inputs.mailout_test}
+    paths = {
+        "population": config.inputs.population,
+        "customers": config.inputs.customers,
+        "mailout_train": config.inputs.mailout_train,
+        "mailout_test": config.inputs.mailout_test,
+    }
     return {table: path for table, path in paths.items() if path}
 
 
@@ -100,8 +104,11 @@ def _statistics(frame: dd.DataFrame, cleaner: Cleaner):
 
 
 def _feature_frame(frame: dd.DataFrame, model: SegmentationModel, method: str) -> dd.DataFrame:
-    names = [f"pc{i}" for i in range(model.pca.n_components_)] if method == "reduced_partition" else \
-        model.scaler.feature_names_
+    names = (
+        [f"pc{i}" for i in range(model.pca.n_components_)]
+        if method == "reduced_partition"
+        else model.scaler.feature_names_
+    )
     meta = pd.DataFrame({n: pd.Series(dtype="float32") for n in names})
 
     def to_frame(part: pd.DataFrame) -> pd.DataFrame:
@@ -210,8 +217,13 @@ def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared
 
 def _elbow(config: JobConfig, reduced) -> pd.DataFrame:
     ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
-    return cluster.elbow(reduced, ks, algorithm=config.kmeans.algorithm, random_state=config.seed,
-                         silhouette_sample=config.kmeans.silhouette_sample)
+    return cluster.elbow(
+        reduced,
+        ks,
+        algorithm=config.kmeans.algorithm,
+        random_state=config.seed,
+        silhouette_sample=config.kmeans.silhouette_sample,
+    )
 
 
 def elbow_only(config: JobConfig) -> pd.DataFrame:
@@ -226,8 +238,9 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
             return _elbow(config, prepared.reduced)
 
 
-def assign_file(model_dir: str, input_path: str, out: str, table: str | None = None,
-                storage_options: dict | None = None) -> pd.Series:
+def assign_file(
+    model_dir: str, input_path: str, out: str, table: str | None = None, storage_options: dict | None = None
+) -> pd.Series:
     """Segment a new table with a saved model; writes ``LNR, table, segment`` Parquet atomically."""
     import uuid
 
@@ -235,8 +248,7 @@ def assign_file(model_dir: str, input_path: str, out: str, table: str | None = N
 
     model = SegmentationModel.load(model_dir)
     name = table or Path(str(input_path)).name.split(".")[0]
-    source = read_table(input_path, model.schema, name if name in TABLES else "mailout_test",
-                        storage_options)
+    source = read_table(input_path, model.schema, name if name in TABLES else "mailout_test", storage_options)
     assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
     staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     write = assigned.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
@@ -248,14 +260,24 @@ def assign_file(model_dir: str, input_path: str, out: str, table: str | None = N
     return counts.reindex(segment_names(len(model.kmeans.cluster_centers_)), fill_value=0)
 
 
-_ASSIGNMENT_META = pd.DataFrame({"LNR": pd.Series(dtype="int64"), "table": pd.Series(dtype="string"),
-                                 "segment": pd.Series(dtype="string")})
+_ASSIGNMENT_META = pd.DataFrame(
+    {
+        "LNR": pd.Series(dtype="int64"),
+        "table": pd.Series(dtype="string"),
+        "segment": pd.Series(dtype="string"),
+    }
+)
 
 
 def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder) -> dict:
     work = Path(config.work_dir) if config.work_dir else folder.staging.parent / f"{folder.staging.name}-work"
     prepared = _prepare(config, schema, session, work)
-    tables, first_pass, statistics, model = prepared.tables, prepared.first_pass, prepared.statistics, prepared.model
+    tables, first_pass, statistics, model = (
+        prepared.tables,
+        prepared.first_pass,
+        prepared.statistics,
+        prepared.model,
+    )
     cleaner, scaler, reduced = model.cleaner, model.scaler, prepared.reduced
     storage = session.profile.storage_options
     with session.stage("cluster"):
@@ -263,17 +285,23 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         elbow = _elbow(config, reduced) if run_elbow else None
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = config.kmeans.k or recommended
-        model.kmeans = cluster.KMeansSegmenter(n_clusters=k, algorithm=config.kmeans.algorithm,
-                                               random_state=config.seed).fit(reduced)
+        model.kmeans = cluster.KMeansSegmenter(
+            n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
+        ).fit(reduced)
         del reduced, prepared
     with session.stage("assign"):
         lazy = {}
         for name, table in tables.items():
             assigned = table.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
             lazy[name] = {
-                "write": assigned.to_parquet(folder.url_for("assignments"), write_index=False, compute=False,
-                                             name_function=lambda i, n=name: f"{n}-{i:05d}.parquet",
-                                             storage_options=storage, write_metadata_file=False),
+                "write": assigned.to_parquet(
+                    folder.url_for("assignments"),
+                    write_index=False,
+                    compute=False,
+                    name_function=lambda i, n=name: f"{n}-{i:05d}.parquet",
+                    storage_options=storage,
+                    write_metadata_file=False,
+                ),
                 "counts": assigned["segment"].value_counts(),
             }
         (computed,) = dask.compute(lazy)
@@ -284,7 +312,9 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         folder.write_csv("proportions.csv", proportions)
     with session.stage("describe"):
         centres_scaled = model.pca.inverse_transform(model.kmeans.cluster_centers_)
-        profiles = segment_profiles(centres_scaled, scaler.feature_names_, scaler.mean_, scaler.scale_, schema)
+        profiles = segment_profiles(
+            centres_scaled, scaler.feature_names_, scaler.mean_, scaler.scale_, schema
+        )
         folder.write_csv("profiles.csv", profiles)
     with session.stage("write"):
         model.save(folder.path("model"), attributes_text)
@@ -305,30 +335,47 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         aside = int(counts[name].get(INSUFFICIENT, 0))
         assigned = int(counts[name].sum()) - aside
         if assigned + aside != read:
-            raise RuntimeError(f"row accounting broken for {name}: read {read}, assigned {assigned}, aside {aside}")
+            raise RuntimeError(
+                f"row accounting broken for {name}: read {read}, assigned {assigned}, aside {aside}"
+            )
         rows[name] = {"read": read, "assigned": assigned, "set_aside": aside}
     return {
         "rows": rows,
-        "columns": {"input": len(schema.columns("population")), "dropped": cleaner.dropped_columns_,
-                    "kept": len(cleaner.kept_columns_), "features": len(scaler.feature_names_)},
-        "thresholds": {"column_missing": cleaner.column_missing_threshold,
-                       "row_missing": cleaner.row_missing_threshold},
-        "pca": {"solver": config.reduce.solver, "n_components": int(model.pca.n_components_),
-                "explained_variance": float(np.sum(model.pca.explained_variance_ratio_))},
-        "kmeans": {"algorithm": config.kmeans.algorithm, "k": k, "k_recommended": recommended,
-                   "sse": float(model.kmeans.sse_)},
+        "columns": {
+            "input": len(schema.columns("population")),
+            "dropped": cleaner.dropped_columns_,
+            "kept": len(cleaner.kept_columns_),
+            "features": len(scaler.feature_names_),
+        },
+        "thresholds": {
+            "column_missing": cleaner.column_missing_threshold,
+            "row_missing": cleaner.row_missing_threshold,
+        },
+        "pca": {
+            "solver": config.reduce.solver,
+            "n_components": int(model.pca.n_components_),
+            "explained_variance": float(np.sum(model.pca.explained_variance_ratio_)),
+        },
+        "kmeans": {
+            "algorithm": config.kmeans.algorithm,
+            "k": k,
+            "k_recommended": recommended,
+            "sse": float(model.kmeans.sse_),
+        },
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
     }
 
 
 def _pca_table(pca) -> pd.DataFrame:
     ratios = np.asarray(pca.all_explained_variance_ratio_, dtype="float64")
-    return pd.DataFrame({
-        "component": np.arange(1, len(ratios) + 1),
-        "explained_variance_ratio": ratios,
-        "cumulative": np.cumsum(ratios),
-        "kept": np.arange(len(ratios)) < pca.n_components_,
-    })
+    return pd.DataFrame(
+        {
+            "component": np.arange(1, len(ratios) + 1),
+            "explained_variance_ratio": ratios,
+            "cumulative": np.cumsum(ratios),
+            "kept": np.arange(len(ratios)) < pca.n_components_,
+        }
+    )
 
 
 def _loadings(pca, feature_names: list[str], schema: Schema) -> pd.DataFrame:
@@ -336,8 +383,14 @@ def _loadings(pca, feature_names: list[str], schema: Schema) -> pd.DataFrame:
     for component in range(min(LOADINGS_COMPONENTS, pca.n_components_)):
         weights = np.asarray(pca.components_[component])
         for index in np.argsort(-np.abs(weights))[:LOADINGS_TOP]:
-            rows.append({"component": component + 1, "attribute": feature_names[index],
-                         "label": schema.label(feature_names[index]), "loading": float(weights[index])})
+            rows.append(
+                {
+                    "component": component + 1,
+                    "attribute": feature_names[index],
+                    "label": schema.label(feature_names[index]),
+                    "loading": float(weights[index]),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -347,11 +400,17 @@ def _quality_columns(first_pass: dict, schema: Schema, cleaner: Cleaner) -> pd.D
         missing = first_pass[table]["missing"]
         share = missing.drop("__rows__") / max(int(missing["__rows__"]), 1)
         columns = [c for c in share.index if c in schema and schema[c].is_feature]
-        frames.append(pd.DataFrame({
-            "table": table, "column": columns, "label": [schema.label(c) for c in columns],
-            "missing_share": share[columns].to_numpy(dtype="float64"),
-            "dropped": [c in cleaner.dropped_columns_ for c in columns],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "table": table,
+                    "column": columns,
+                    "label": [schema.label(c) for c in columns],
+                    "missing_share": share[columns].to_numpy(dtype="float64"),
+                    "dropped": [c in cleaner.dropped_columns_ for c in columns],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -360,6 +419,14 @@ def _quality_rows(statistics: dict) -> pd.DataFrame:
     for table in ("population", "customers"):
         counts = statistics[table][1]
         edges = np.linspace(0.0, 1.0, len(counts) + 1)
-        frames.append(pd.DataFrame({"table": table, "missing_share_low": edges[:-1],
-                                    "missing_share_high": edges[1:], "rows": counts}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "table": table,
+                    "missing_share_low": edges[:-1],
+                    "missing_share_high": edges[1:],
+                    "rows": counts,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

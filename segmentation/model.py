@@ -53,8 +53,9 @@ class _ColumnLookup:
         if not isinstance(dtype, pd.CategoricalDtype):
             unknown |= ~domain.astype("string").isin(attribute.codes + attribute.unknown_codes).to_numpy()
         recoded = domain.mask(unknown)
-        encoded = encode_column(pd.concat([recoded, pd.Series([None], dtype=domain.dtype)], ignore_index=True),
-                                attribute)
+        encoded = encode_column(
+            pd.concat([recoded, pd.Series([None], dtype=domain.dtype)], ignore_index=True), attribute
+        )
         self.table = self._standardize(encoded.to_numpy(dtype="float64", na_value=np.nan))
         self.missing = np.append(unknown, True)
 
@@ -102,8 +103,15 @@ class SegmentationModel:
             lookups, start = [], 0
             for column in self.encoder.columns:
                 features = self.encoder.sources_[column]
-                lookups.append(_ColumnLookup(self.schema[column], frame[column].dtype,
-                                             slice(start, start + len(features)), self.scaler, features))
+                lookups.append(
+                    _ColumnLookup(
+                        self.schema[column],
+                        frame[column].dtype,
+                        slice(start, start + len(features)),
+                        self.scaler,
+                        features,
+                    )
+                )
                 start += len(features)
             cache[key] = lookups
         return cache[key]
@@ -115,8 +123,10 @@ class SegmentationModel:
         ``ImputeScaler``), compiled into one table lookup per column.
         """
         lookups = self._lookups(raw)
-        indexes = [lookup.index(raw[lookup.attribute.name]) if lookup.offset is not None else None
-                   for lookup in lookups]
+        indexes = [
+            lookup.index(raw[lookup.attribute.name]) if lookup.offset is not None else None
+            for lookup in lookups
+        ]
         missing = np.zeros(len(raw), dtype="int64")
         for lookup, index in zip(lookups, indexes, strict=True):
             missing += lookup.missing_of(raw[lookup.attribute.name], index)
@@ -191,13 +201,20 @@ class SegmentationModel:
         schema = load_schema(folder / "attributes.csv")
         c = description["cleaner"]
         cleaner = Cleaner(schema, c["column_missing_threshold"], c["row_missing_threshold"])
-        cleaner.missing_share_ = pd.Series(np.load(folder / "missing_share.npy"), index=c["missing_share_columns"])
+        cleaner.missing_share_ = pd.Series(
+            np.load(folder / "missing_share.npy"), index=c["missing_share_columns"]
+        )
         cleaner.kept_columns_, cleaner.dropped_columns_, cleaner.n_rows_ = (
-            c["kept_columns"], c["dropped_columns"], c["n_rows"])
+            c["kept_columns"],
+            c["dropped_columns"],
+            c["n_rows"],
+        )
         encoder = Encoder(schema, description["encoder"]["columns"]).fit()
         scaler = ImputeScaler(encoder)
         scaler.feature_names_ = description["encoder"]["feature_names"]
         scaler.fill_values_ = np.load(folder / "scaler_fill.npy")
         scaler.mean_ = np.load(folder / "scaler_mean.npy")
         scaler.scale_ = np.load(folder / "scaler_scale.npy")
-        return cls(schema, cleaner, encoder, scaler, decompose.load(folder / "pca"), cluster.load(folder / "kmeans"))
+        return cls(
+            schema, cleaner, encoder, scaler, decompose.load(folder / "pca"), cluster.load(folder / "kmeans")
+        )

@@ -72,7 +72,9 @@ class ImputeScaler(BaseEstimator):
             total = weights.sum()
             if attribute.kind == "categorical":
                 present = distinct.notna().to_numpy()
-                mode_row = int(np.flatnonzero(present)[np.argmax(weights[present])]) if present.any() else None
+                mode_row = (
+                    int(np.flatnonzero(present)[np.argmax(weights[present])]) if present.any() else None
+                )
             for feature in features:
                 values = encoded[feature].to_numpy(dtype="float64")
                 known = ~np.isnan(values)
@@ -112,4 +114,3 @@ class ImputeScaler(BaseEstimator):
     def inverse_transform(self, scaled: np.ndarray) -> np.ndarray:
         """Standardized values back to encoded units."""
         return np.asarray(scaled, dtype="float64") * self.scale_ + self.mean_
-

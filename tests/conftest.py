@@ -29,18 +29,20 @@ def other_schema():
 def other_vendor_frame(n: int, seed: int = 0, customers: bool = False) -> pd.DataFrame:
     """Rows of the other vendor's format, with unknown codes, sentinels and missing values."""
     rng = np.random.default_rng(seed)
-    income = rng.choice([1, 2, 3, 4, 5, 0, 9], n, p=[.2, .2, .2, .15, .15, .05, .05]).astype(float)
+    income = rng.choice([1, 2, 3, 4, 5, 0, 9], n, p=[0.2, 0.2, 0.2, 0.15, 0.15, 0.05, 0.05]).astype(float)
     income[rng.random(n) < 0.05] = np.nan
-    frame = pd.DataFrame({
-        "CUST_ID": np.arange(1, n + 1) + (0 if customers else 100_000),
-        "INCOME": income,
-        "REGION": rng.choice(["N", "S", "E", "W", "X"], n, p=[.3, .3, .2, .15, .05]),
-        "URBAN": rng.choice(["U", "R", "-1"], n, p=[.6, .35, .05]),
-        "AGE": rng.integers(18, 100, n).astype(float),
-        "LIFESTAGE": rng.choice(["11", "12", "13", "21", "22", "23", "-1"], n),
-        "SCORE": rng.integers(1, 8, n),
-        "SIGNUP": np.where(rng.random(n) < .1, None, "2016-03-01 00:00:00"),
-    })
+    frame = pd.DataFrame(
+        {
+            "CUST_ID": np.arange(1, n + 1) + (0 if customers else 100_000),
+            "INCOME": income,
+            "REGION": rng.choice(["N", "S", "E", "W", "X"], n, p=[0.3, 0.3, 0.2, 0.15, 0.05]),
+            "URBAN": rng.choice(["U", "R", "-1"], n, p=[0.6, 0.35, 0.05]),
+            "AGE": rng.integers(18, 100, n).astype(float),
+            "LIFESTAGE": rng.choice(["11", "12", "13", "21", "22", "23", "-1"], n),
+            "SCORE": rng.integers(1, 8, n),
+            "SIGNUP": np.where(rng.random(n) < 0.1, None, "2016-03-01 00:00:00"),
+        }
+    )
     frame.loc[rng.random(n) < 0.1, "AGE"] = np.nan
     mostly_empty = rng.random(n) < 0.1
     frame.loc[mostly_empty, ["INCOME", "REGION", "URBAN", "AGE", "LIFESTAGE"]] = None

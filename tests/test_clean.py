@@ -30,8 +30,10 @@ def test_unknown_codes_become_missing_like_pandas(population, other_vendor_files
     for column in ("INCOME", "REGION", "URBAN", "AGE", "LIFESTAGE", "SCORE"):
         assert ours[column].isna().tolist() == reference[column].isna().tolist(), column
         present = ours[column].notna()
-        assert ours.loc[present, column].astype(str).str.replace(".0", "").tolist() == \
-            reference.loc[present, column].astype(str).str.replace(".0", "").tolist()
+        assert (
+            ours.loc[present, column].astype(str).str.replace(".0", "").tolist()
+            == reference.loc[present, column].astype(str).str.replace(".0", "").tolist()
+        )
 
 
 def test_fit_drops_mostly_missing_columns(population, other_schema, other_vendor_files):

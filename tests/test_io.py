@@ -46,7 +46,9 @@ def test_invalid_values_counted_and_missing(tmp_path, other_schema):
     assert counts[["INCOME", "REGION", "AGE"]].tolist() == [1, 1, 1]
     assert counts.sum() == 3
     typed = table.frame.compute()
-    assert pd.isna(typed.loc[3, "INCOME"]) and pd.isna(typed.loc[5, "REGION"]) and pd.isna(typed.loc[8, "AGE"])
+    assert (
+        pd.isna(typed.loc[3, "INCOME"]) and pd.isna(typed.loc[5, "REGION"]) and pd.isna(typed.loc[8, "AGE"])
+    )
 
 
 def test_strict_names_file_column_row_and_value(tmp_path, other_schema):
@@ -55,7 +57,9 @@ def test_strict_names_file_column_row_and_value(tmp_path, other_schema):
     path = tmp_path / "population.csv"
     frame.to_csv(path, sep=";", index=False)
     table = read_table(path, other_schema, strict=True)
-    with pytest.raises(InputError, match=r"population.csv: column REGION, row with CUST_ID=100008: value 'Q'"):
+    with pytest.raises(
+        InputError, match=r"population.csv: column REGION, row with CUST_ID=100008: value 'Q'"
+    ):
         table.frame.compute()
 
 

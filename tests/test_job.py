@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
@@ -36,21 +35,31 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
     path = tmp_path_factory.mktemp("profile") / "local.yml"
-    path.write_text("kind: local\nn_workers: 2\nthreads_per_worker: 1\nmemory_limit: 2GiB\n"
-                    "dashboard_address: 127.0.0.1:0\n")
+    path.write_text(
+        "kind: local\nn_workers: 2\nthreads_per_worker: 1\nmemory_limit: 2GiB\n"
+        "dashboard_address: 127.0.0.1:0\n"
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def run(dataset, profile, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "demo"
-    config = load_job(None, {
-        "inputs.population": str(dataset / "population.csv"),
-        "inputs.customers": str(dataset / "customers.csv"),
-        "inputs.mailout_train": str(dataset / "mailout_train.csv"),
-        "output": str(out), "cluster": str(profile), "seed": SEED,
-        "kmeans.k_min": 6, "kmeans.k_max": 10, "kmeans.k": SEGMENTS, "kmeans.elbow": True,
-    })
+    config = load_job(
+        None,
+        {
+            "inputs.population": str(dataset / "population.csv"),
+            "inputs.customers": str(dataset / "customers.csv"),
+            "inputs.mailout_train": str(dataset / "mailout_train.csv"),
+            "output": str(out),
+            "cluster": str(profile),
+            "seed": SEED,
+            "kmeans.k_min": 6,
+            "kmeans.k_max": 10,
+            "kmeans.k": SEGMENTS,
+            "kmeans.elbow": True,
+        },
+    )
     return run_job(config)
 
 
@@ -124,9 +133,22 @@ def test_run_folder_is_complete(run):
     from pathlib import Path
 
     folder = Path(run.output)
-    for name in ("run.json", "proportions.csv", "profiles.csv", "elbow.csv", "pca.csv", "pca_loadings.csv",
-                 "quality/columns.csv", "quality/rows.csv", "model/model.json", "performance_report.html",
-                 "report.html", "Customer Segmentation Report.pdf", "targets.parquet", "targets_top.csv"):
+    for name in (
+        "run.json",
+        "proportions.csv",
+        "profiles.csv",
+        "elbow.csv",
+        "pca.csv",
+        "pca_loadings.csv",
+        "quality/columns.csv",
+        "quality/rows.csv",
+        "model/model.json",
+        "performance_report.html",
+        "report.html",
+        "Customer Segmentation Report.pdf",
+        "targets.parquet",
+        "targets_top.csv",
+    ):
         assert (folder / name).exists(), name
     assert not list(folder.parent.glob(".*tmp*")), "no temporary folders left behind"
     recorded = json.loads((folder / "run.json").read_text())
@@ -138,8 +160,9 @@ def test_run_folder_is_complete(run):
 
 def test_saved_model_assigns_a_new_file_like_the_run(run, dataset, tmp_path):
     out = tmp_path / "mailout.parquet"
-    counts = assign_file(f"{run.output}/model", str(dataset / "mailout_train.csv"), str(out),
-                         table="mailout_train")
+    counts = assign_file(
+        f"{run.output}/model", str(dataset / "mailout_train.csv"), str(out), table="mailout_train"
+    )
     again = pd.read_parquet(out).sort_values("LNR").reset_index(drop=True)
     original = assignments(run).query("table == 'mailout_train'").sort_values("LNR").reset_index(drop=True)
     assert again["segment"].tolist() == original["segment"].tolist()
@@ -149,14 +172,28 @@ def test_saved_model_assigns_a_new_file_like_the_run(run, dataset, tmp_path):
 def test_cli_exit_codes(dataset, tmp_path):
     bad = tmp_path / "comma.csv"
     pd.read_csv(dataset / "customers.csv", sep=";", nrows=20, low_memory=False).to_csv(bad, index=False)
-    command = [sys.executable, "-m", "segmentation.cli", "run", "--population", str(bad),
-               "--customers", str(dataset / "customers.csv"), "--out", str(tmp_path / "never")]
+    command = [
+        sys.executable,
+        "-m",
+        "segmentation.cli",
+        "run",
+        "--population",
+        str(bad),
+        "--customers",
+        str(dataset / "customers.csv"),
+        "--out",
+        str(tmp_path / "never"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 3, result.stderr
     assert "comma.csv: reads as a single column" in result.stderr
     assert not (tmp_path / "never").exists()
     job = tmp_path / "job.yml"
     job.write_text("inputs: {population: a.csv, customers: b.csv}\nkmeans: {kk: 3}\n")
-    result = subprocess.run([sys.executable, "-m", "segmentation.cli", "run", str(job)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "segmentation.cli", "run", str(job)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "unknown key 'kk' (did you mean 'k'?)" in result.stderr

@@ -5,10 +5,10 @@ from sklearn.preprocessing import StandardScaler
 
 from segmentation.clean import unknown_to_missing
 from segmentation.encode import Encoder
+from segmentation.io import normalize_partition
 from segmentation.scale import ImputeScaler, merge_histograms, value_histograms
 
 from .conftest import other_vendor_frame
-from segmentation.io import normalize_partition
 
 
 def recoded(schema, n=2000, seed=3):
@@ -20,11 +20,21 @@ def test_encoding(other_schema):
     frame = recoded(other_schema, 500)
     encoder = Encoder(other_schema, ["INCOME", "REGION", "URBAN", "LIFESTAGE", "SIGNUP"]).fit()
     encoded = encoder.transform(frame)
-    assert encoder.feature_names_out_ == ["INCOME", "REGION=N", "REGION=S", "REGION=E", "REGION=W", "URBAN",
-                                          "LIFESTAGE_WEALTH", "LIFESTAGE_STAGE", "SIGNUP"]
+    assert encoder.feature_names_out_ == [
+        "INCOME",
+        "REGION=N",
+        "REGION=S",
+        "REGION=E",
+        "REGION=W",
+        "URBAN",
+        "LIFESTAGE_WEALTH",
+        "LIFESTAGE_STAGE",
+        "SIGNUP",
+    ]
     row = frame.index[(frame["LIFESTAGE"] == 22) & (frame["REGION"] == "E") & (frame["URBAN"] == "R")][0]
-    assert encoded.loc[row, ["REGION=N", "REGION=E", "URBAN", "LIFESTAGE_WEALTH", "LIFESTAGE_STAGE"]].tolist() \
-        == [0, 1, 1, 2, 2]
+    assert encoded.loc[
+        row, ["REGION=N", "REGION=E", "URBAN", "LIFESTAGE_WEALTH", "LIFESTAGE_STAGE"]
+    ].tolist() == [0, 1, 1, 2, 2]
     missing_region = frame["REGION"].isna()
     assert encoded.loc[missing_region, "REGION=N"].isna().all()
     assert set(encoded["SIGNUP"].dropna()) == {2016}

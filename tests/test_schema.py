@@ -73,7 +73,10 @@ def test_other_vendor_schema(other_schema):
         (HEADER + "ID,id,,\nA,ordinal,,\n", r"line 3 \(A\): a ordinal column needs its valid codes"),
         (HEADER + "ID,id,,\nA,binary,1..3,\n", "exactly two codes"),
         (HEADER + "ID,id,,\nA,mixed,1..3,\n", "needs a derive entry"),
-        (HEADER + "ID,id,,\nA,ordinal,1..3,\nA,ordinal,1..3,\n", r"line 4 \(A\): attribute A is listed twice"),
+        (
+            HEADER + "ID,id,,\nA,ordinal,1..3,\nA,ordinal,1..3,\n",
+            r"line 4 \(A\): attribute A is listed twice",
+        ),
         (HEADER + "ID,id,,\nA,ordinal,1..3,3\n", "both valid and unknown"),
         (HEADER + "A,ordinal,1..3,\n", "exactly one column must have kind 'id'"),
     ],
