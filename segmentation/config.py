@@ -57,7 +57,7 @@ class JobConfig:
     cluster: str | None = None
     seed: int = 0
     strict: bool = False
-    blocksize: int = 64_000_000
+    blocksize: int = 16_000_000
     work_dir: str | None = None
     clean: CleanConfig = field(default_factory=CleanConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)

@@ -34,7 +34,7 @@ from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BLOCKSIZE = 64_000_000
+DEFAULT_BLOCKSIZE = 16_000_000  # dask splits into blocks of 1-2x this: ~13k-26k Arvato rows
 _UNNAMED = ("", "Unnamed: 0", "index")
 
 
