@@ -1,0 +1,99 @@
+"""Helpers shared by the fitted steps in ``decompose`` and ``cluster``: row-blocked Dask input, phase timing,
+and saving fitted estimators as JSON (scalars) plus ``.npy`` files (arrays), never pickle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+
+# Rows per block when plain NumPy input is wrapped in a Dask array.
+NUMPY_BLOCK_ROWS = 50_000
+PARAMS_FILE = "estimator.json"
+
+
+def as_row_blocked(X: Any) -> da.Array:
+    """A 2-D numeric Dask array with a single block along columns (NumPy and Dask DataFrames accepted)."""
+    if hasattr(X, "to_dask_array"):
+        X = X.to_dask_array()
+    if not isinstance(X, da.Array):
+        if dask.is_dask_collection(X):
+            raise TypeError(f"expected a Dask array, got {type(X).__name__}")
+        X = np.asarray(X)
+        if X.ndim == 2:
+            X = da.from_array(X, chunks=(max(1, min(NUMPY_BLOCK_ROWS, X.shape[0])), -1))
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows, features), got {X.ndim} dimension(s)")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise TypeError(f"X must be real numeric, got dtype {X.dtype}")
+    if X.numblocks[1] > 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def block_row_counts(X: da.Array) -> da.Array:
+    """Rows of every block, as a lazy 1-D integer array (works when chunk sizes are unknown)."""
+    return X.map_blocks(
+        lambda block: np.array([block.shape[0]]), drop_axis=1, chunks=((1,) * X.numblocks[0],), dtype=np.int64
+    )
+
+
+def with_known_row_chunks(X: da.Array) -> da.Array:
+    """``X`` with known row chunk sizes: computed (one pass) only when unknown; ``X`` itself is untouched."""
+    if not any(np.isnan(size) for size in X.chunks[0]):
+        return X
+    sizes = tuple(int(size) for size in block_row_counts(X).compute())
+    return da.Array(X.dask, X.name, (sizes, X.chunks[1]), meta=X._meta)
+
+
+@contextmanager
+def log_duration(logger: logging.Logger, phase: str) -> Iterator[None]:
+    """Log how long the enclosed phase took."""
+    start = time.perf_counter()
+    yield
+    logger.info("%s: %.2fs", phase, time.perf_counter() - start)
+
+
+def save_fitted(directory: str | Path, description: dict[str, Any]) -> Path:
+    """Write ``description`` to ``directory``: arrays as ``<name>.npy``, everything else as JSON."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        name: value for name, value in description["attributes"].items() if isinstance(value, np.ndarray)
+    }
+    scalars = {name: value for name, value in description["attributes"].items() if name not in arrays}
+    for name, value in arrays.items():
+        np.save(directory / f"{name}.npy", value, allow_pickle=False)
+    text = json.dumps({**description, "attributes": scalars, "arrays": sorted(arrays)}, indent=2)
+    (directory / PARAMS_FILE).write_text(text + "\n")
+    return directory
+
+
+def load_fitted(directory: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_fitted` wrote, arrays included."""
+    directory = Path(directory)
+    path = directory / PARAMS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{directory}: not a saved estimator (no {PARAMS_FILE})")
+    description = json.loads(path.read_text())
+    arrays = {
+        name: np.load(directory / f"{name}.npy", allow_pickle=False) for name in description.pop("arrays")
+    }
+    description["attributes"].update(arrays)
+    return description
+
+
+def restore(cls: type, description: dict[str, Any]) -> Any:
+    """An instance of ``cls`` with the saved parameters and fitted attributes."""
+    estimator = cls(**description["params"])
+    for name, value in description["attributes"].items():
+        setattr(estimator, name, value)
+    return estimator

@@ -1,0 +1,403 @@
+"""K-means on the reduced (PCA) data: true SSE, nearest-centre labels, a segmenter and the elbow table.
+
+The segmenter seeds from a uniform row sample by default, not k-means||: see :class:`KMeansSegmenter`.
+
+dask-ml's ``KMeans.inertia_`` is not the sum of squared distances: when its loop stops on the tolerance
+the figure is a sum of *unsquared* distances, otherwise squared distances to the previous iteration's centres.
+Every SSE here comes from :func:`sum_of_squared_distances`: one pass, exact squared distances per block
+(``scipy.spatial.distance.cdist`` in float64), summed across blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import dask_ml.cluster
+import numpy as np
+import pandas as pd
+from dask_ml.cluster.k_means import k_init
+from dask_ml.wrappers import Incremental
+from scipy.spatial.distance import cdist
+from sklearn.base import BaseEstimator
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import silhouette_score
+from sklearn.utils.validation import check_is_fitted
+
+from ._estimators import (
+    as_row_blocked,
+    load_fitted,
+    log_duration,
+    restore,
+    save_fitted,
+    with_known_row_chunks,
+)
+
+logger = logging.getLogger(__name__)
+
+ALGORITHMS = ("kmeans||", "minibatch")
+INITS = ("sample", "k-means||")
+_AUTO_N_INIT = {"sample": 10, "k-means||": 3}
+# Restarts of scikit-learn's k-means on the few k-means|| candidates (in memory, so cheap).
+_CANDIDATE_N_INIT = 10
+_SEED_LIMIT = 2**31 - 1
+
+
+def _check_centers(centers: Any, n_features: int) -> np.ndarray:
+    centers = np.asarray(centers, dtype=np.float64)
+    if centers.ndim != 2 or len(centers) == 0:
+        raise ValueError(f"centers must be a non-empty 2-D array (k, n_features), got shape {centers.shape}")
+    if centers.shape[1] != n_features:
+        raise ValueError(f"centers have {centers.shape[1]} features; X has {n_features}")
+    if not np.isfinite(centers).all():
+        raise ValueError("centers contain NaN or infinite values")
+    return centers
+
+
+def nearest_centre(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre for each row of one in-memory block (int32; ties go to the lower index)."""
+    X = np.asarray(X)
+    if len(X) == 0:
+        return np.zeros(0, dtype=np.int32)
+    return cdist(X, centers, "sqeuclidean").argmin(axis=1).astype(np.int32)
+
+
+def _block_sse(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    if len(X) == 0:
+        return np.zeros(1)
+    return np.array([cdist(X, centers, "sqeuclidean").min(axis=1).sum()])
+
+
+def _lazy_sse(X: da.Array, centers: np.ndarray) -> da.Array:
+    per_block = X.map_blocks(
+        _block_sse, centers=centers, drop_axis=1, chunks=((1,) * X.numblocks[0],), dtype=np.float64
+    )
+    return per_block.sum()
+
+
+def sum_of_squared_distances(X: Any, centers: Any) -> float:
+    """Sum over rows of the squared Euclidean distance to the nearest centre, in one pass (float64)."""
+    X = as_row_blocked(X)
+    centers = _check_centers(centers, X.shape[1])
+    return float(_lazy_sse(X, centers).compute())
+
+
+def predict_segments(X: Any, centers: Any) -> da.Array:
+    """Nearest-centre labels of ``X``, block by block; a lazy int32 Dask array of shape (n_rows,)."""
+    X = as_row_blocked(X)
+    centers = _check_centers(centers, X.shape[1])
+    return X.map_blocks(nearest_centre, centers=centers, drop_axis=1, dtype=np.int32)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+class KMeansSegmenter(BaseEstimator):
+    """K-means over row blocks: a seeding, then refinement over all rows, scored by the true SSE.
+
+    Seeding (``init``):
+
+    - ``"sample"`` (default): scikit-learn's ``KMeans`` (greedy k-means++, ``n_init`` seedings, Lloyd) on
+      ``init_sample_size`` rows drawn uniformly (one pass; the sample comes to the client). Its centres seed
+      one refinement, so restarts cost nothing on the full data.
+    - ``"k-means||"``: dask-ml's scalable k-means++ over all rows, ``n_init`` times, each refined and compared
+      by SSE (one shared pass). dask-ml's ``oversampling_factor`` is absolute (expected candidates per round)
+      and its default of 2 often leaves fewer candidates than clusters; ours is relative
+      (``oversampling_factor * n_clusters`` per round, the paper's ~2k), and ``init_rounds`` replaces its
+      ``log(initial cost)`` rounds (10-20, two passes each).
+
+    ``"sample"`` is the default by measurement. On the planted-segment demo data (10.6k rows, 306 PCA
+    components, k=8, 6 seeds) k-means|| samples rows by squared distance, so outlying rows become centres of
+    near-empty clusters that Lloyd never leaves: SSE 1.005-1.008 x scikit-learn's ``KMeans(n_init=10)`` and an
+    adjusted Rand index to the planted segments of 0.70-0.81 (3 to 8 rounds, weighted candidates and restarts
+    did not cure it), against 1.000 and 0.94 for every seed from a 3,000-row sample. On blobs both match.
+
+    Refinement (``algorithm``; ``"kmeans||"`` keeps the job configuration's name):
+
+    - ``"kmeans||"``: dask-ml's ``KMeans``, parallel Lloyd iterations, one pass each.
+    - ``"minibatch"``: scikit-learn's ``MiniBatchKMeans.partial_fit`` fed one block (or ``batch_size`` rows)
+      at a time through ``dask_ml.wrappers.Incremental``, blocks shuffled, for up to ``max_iter`` epochs.
+
+    Both stop when the squared centre shift (per Lloyd iteration or per epoch) is at most
+    ``tol * mean feature variance`` (scikit-learn's rule; dask-ml's own ``tol`` is absolute).
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    algorithm : {"kmeans||", "minibatch"}, default="kmeans||"
+    random_state : int or None, default=None
+    max_iter : int, default=100
+        Lloyd iterations ("kmeans||") or epochs over the data ("minibatch").
+    tol : float, default=1e-4
+    init_rounds : int, default=2
+        k-means|| sampling rounds (``init="k-means||"`` only).
+    oversampling_factor : float, default=2
+        Candidates per k-means|| round, as a multiple of ``n_clusters`` (``init="k-means||"`` only).
+    batch_size : int or None, default=None
+        Rows per mini-batch update ("minibatch" only); None uses each block as one batch.
+    n_init : int or "auto", default="auto"
+        Seedings tried: 10 on the sample with ``init="sample"``, 3 full restarts with ``init="k-means||"``.
+    init : {"sample", "k-means||"}, default="sample"
+    init_sample_size : int, default=20000
+        Rows drawn for ``init="sample"``.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features), float64
+    sse_ : float
+        Sum of squared distances of the fitted rows to their nearest centre.
+    n_iter_ : int
+        Lloyd iterations or epochs of the kept refinement.
+    n_features_in_ : int
+
+    Example
+    -------
+    >>> segmenter = KMeansSegmenter(n_clusters=6, random_state=0).fit(scores)  # doctest: +SKIP
+    >>> labels = segmenter.predict(scores)  # lazy int32  # doctest: +SKIP
+    """
+
+    _fitted = ("cluster_centers_", "sse_", "n_iter_", "n_features_in_")
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        algorithm: str = "kmeans||",
+        random_state: int | None = None,
+        max_iter: int = 100,
+        tol: float = 1e-4,
+        init_rounds: int = 2,
+        oversampling_factor: float = 2,
+        batch_size: int | None = None,
+        n_init: int | str = "auto",
+        init: str = "sample",
+        init_sample_size: int = 20_000,
+    ):
+        self.n_clusters = n_clusters
+        self.algorithm = algorithm
+        self.random_state = random_state
+        self.max_iter = max_iter
+        self.tol = tol
+        self.init_rounds = init_rounds
+        self.oversampling_factor = oversampling_factor
+        self.batch_size = batch_size
+        self.n_init = n_init
+        self.init = init
+        self.init_sample_size = init_sample_size
+
+    def _validate_params(self) -> None:
+        _check_int("n_clusters", self.n_clusters, 1)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(
+                f"algorithm must be one of {', '.join(map(repr, ALGORITHMS))}, got {self.algorithm!r}"
+            )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}, got {self.init!r}")
+        _check_int("max_iter", self.max_iter, 1)
+        _check_int("init_rounds", self.init_rounds, 1)
+        if self.n_init != "auto":
+            _check_int("n_init", self.n_init, 1)
+        _check_int("init_sample_size", self.init_sample_size, self.n_clusters)
+        if isinstance(self.tol, bool) or not isinstance(self.tol, Real) or not 0 <= self.tol < np.inf:
+            raise ValueError(f"tol must be a finite number >= 0, got {self.tol!r}")
+        factor = self.oversampling_factor
+        if isinstance(factor, bool) or not isinstance(factor, Real) or not 0 < factor < np.inf:
+            raise ValueError(f"oversampling_factor must be a finite number > 0, got {factor!r}")
+        if self.batch_size is not None:
+            if self.algorithm != "minibatch":
+                raise ValueError("batch_size applies to algorithm='minibatch' only")
+            _check_int("batch_size", self.batch_size, 1)
+        state = self.random_state
+        if state is not None and (isinstance(state, bool) or not isinstance(state, Integral)):
+            raise ValueError(f"random_state must be None or an int, got {state!r}")
+
+    def fit(self, X: Any, y: None = None) -> KMeansSegmenter:
+        """Fit on a row-blocked array ``X`` of shape (n_rows, n_features); returns ``self``."""
+        self._validate_params()
+        X = with_known_row_chunks(as_row_blocked(X))
+        n_rows, n_features = int(X.shape[0]), int(X.shape[1])
+        if n_rows < self.n_clusters:
+            raise ValueError(f"n_clusters={self.n_clusters} is larger than the {n_rows} rows of X")
+        if self.batch_size is not None:
+            X = X.rechunk({0: self.batch_size})
+        name = f"KMeansSegmenter({self.algorithm}, init={self.init}, k={self.n_clusters})"
+        with log_duration(logger, f"{name}: feature variance (one pass)"):
+            mean_variance = float(X.var(axis=0, dtype=np.float64).mean().compute())
+        if not np.isfinite(mean_variance):
+            raise ValueError("X contains NaN or infinite values")
+        tolerance = self.tol * mean_variance
+        n_init = _AUTO_N_INIT[self.init] if self.n_init == "auto" else self.n_init
+        seeds = [
+            int(seed) for seed in np.random.default_rng(self.random_state).integers(0, _SEED_LIMIT, n_init)
+        ]
+        runs = []
+        if self.init == "sample":
+            with log_duration(logger, f"{name}: {n_init} seeding(s) on {self.init_sample_size} sampled rows"):
+                sample = _row_sample(X, self.init_sample_size, seeds[0])
+                seeding = KMeans(
+                    self.n_clusters,
+                    n_init=n_init,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    random_state=seeds[0],
+                ).fit(sample)
+            with log_duration(logger, f"{name}: refinement"):
+                runs.append(self._refine(X, seeding.cluster_centers_, seeds[0], tolerance))
+        else:
+            for restart, seed in enumerate(seeds, start=1):
+                with log_duration(logger, f"{name}: restart {restart}/{n_init}"):
+                    runs.append(self._refine(X, None, seed, tolerance))
+        with log_duration(logger, f"{name}: SSE of {len(runs)} refinement(s) (one pass)"):
+            sses = dask.compute(*[_lazy_sse(X, centers) for centers, _ in runs])
+        best = int(np.argmin(sses))
+        logger.info("%s: SSE %s, kept %d", name, [f"{sse:.6g}" for sse in sses], best + 1)
+        self.cluster_centers_ = np.asarray(runs[best][0], dtype=np.float64)
+        self.n_iter_ = int(runs[best][1])
+        self.sse_ = float(sses[best])
+        self.n_features_in_ = n_features
+        return self
+
+    def _refine(
+        self, X: da.Array, centers: np.ndarray | None, seed: int, tolerance: float
+    ) -> tuple[np.ndarray, int]:
+        """Centres and iterations of one refinement over all rows (k-means|| seeding when ``centers`` is None)."""
+        candidates_per_round = self.oversampling_factor * self.n_clusters
+        if self.algorithm == "kmeans||":
+            model = dask_ml.cluster.KMeans(
+                n_clusters=self.n_clusters,
+                init="k-means||" if centers is None else centers,
+                oversampling_factor=candidates_per_round,
+                init_max_iter=self.init_rounds,
+                max_iter=self.max_iter,
+                tol=tolerance,
+                random_state=seed,
+                n_init=_CANDIDATE_N_INIT,
+            ).fit(X)
+            return model.cluster_centers_, model.n_iter_
+        if centers is None:
+            centers = k_init(
+                X,
+                self.n_clusters,
+                init="k-means||",
+                random_state=seed,
+                max_iter=self.init_rounds,
+                oversampling_factor=candidates_per_round,
+                n_init=_CANDIDATE_N_INIT,
+            )
+        model = Incremental(
+            MiniBatchKMeans(self.n_clusters, init=centers, n_init=1, compute_labels=False, random_state=seed),
+            shuffle_blocks=True,
+        )
+        block_orders = np.random.default_rng(seed)
+        for epoch in range(1, self.max_iter + 1):
+            model.set_params(random_state=int(block_orders.integers(0, _SEED_LIMIT)))
+            model.partial_fit(X)
+            shift = float(np.sum((model.estimator_.cluster_centers_ - centers) ** 2))
+            centers = model.estimator_.cluster_centers_.copy()
+            logger.debug("minibatch epoch %d: squared centre shift %.3g", epoch, shift)
+            if shift <= tolerance:
+                break
+        return centers, epoch
+
+    def predict(self, X: Any) -> da.Array:
+        """Nearest-centre labels of ``X``: a lazy int32 Dask array."""
+        check_is_fitted(self, "cluster_centers_")
+        return predict_segments(X, self.cluster_centers_)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Estimator name, parameters and fitted attributes (arrays as NumPy)."""
+        check_is_fitted(self, "cluster_centers_")
+        return {
+            "estimator": type(self).__name__,
+            "params": self.get_params(),
+            "attributes": {name: getattr(self, name) for name in self._fitted},
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the fitted segmenter to ``directory`` (JSON + ``.npy``); read it back with :func:`load`."""
+        return save_fitted(directory, self.to_dict())
+
+
+def load(directory: str | Path) -> KMeansSegmenter:
+    """A fitted :class:`KMeansSegmenter` saved with ``save(directory)``."""
+    description = load_fitted(directory)
+    if description.get("estimator") != KMeansSegmenter.__name__:
+        raise ValueError(f"{directory}: {description.get('estimator')!r} is not a KMeansSegmenter")
+    return restore(KMeansSegmenter, description)
+
+
+def recommend_k(ks: Iterable[int], sse: Iterable[float]) -> int:
+    """The elbow of an SSE curve: the k farthest below the chord joining its first and last points.
+
+    This is the kneedle rule (the distance is taken on the curve normalised to the unit square, where it is
+    proportional to the vertical gap used here). With no point below the chord, the smallest k.
+    """
+    ks = np.asarray(list(ks), dtype=np.float64)
+    sse = np.asarray(list(sse), dtype=np.float64)
+    if ks.ndim != 1 or ks.shape != sse.shape:
+        raise ValueError(f"ks and sse must be 1-D of the same length, got {ks.shape} and {sse.shape}")
+    if len(ks) < 3:
+        raise ValueError(f"an elbow needs at least 3 values of k, got {len(ks)}")
+    if not (np.isfinite(ks).all() and np.isfinite(sse).all()):
+        raise ValueError("ks and sse must be finite")
+    if not (np.diff(ks) > 0).all():
+        raise ValueError("ks must be strictly increasing")
+    chord = sse[0] + (sse[-1] - sse[0]) * (ks - ks[0]) / (ks[-1] - ks[0])
+    return int(ks[int(np.argmax(chord - sse))])
+
+
+def _row_sample(X: da.Array, size: int, random_state: int | None) -> np.ndarray:
+    n_rows = int(X.shape[0])
+    rows = np.sort(np.random.default_rng(random_state).choice(n_rows, size=min(size, n_rows), replace=False))
+    return X[rows].compute()
+
+
+def _sample_silhouette(sample: np.ndarray | None, centers: np.ndarray) -> float:
+    if sample is None:
+        return float("nan")
+    labels = nearest_centre(sample, centers)
+    if not 2 <= len(np.unique(labels)) <= len(sample) - 1:
+        return float("nan")
+    return float(silhouette_score(sample, labels))
+
+
+def elbow(
+    X: Any,
+    ks: Iterable[int] = range(2, 16),
+    algorithm: str = "kmeans||",
+    random_state: int | None = None,
+    silhouette_sample: int | None = 10_000,
+    **params: Any,
+) -> pd.DataFrame:
+    """SSE and silhouette for each k, and the recommended k (:func:`recommend_k`).
+
+    Fits one :class:`KMeansSegmenter` per k (``params`` are passed on), so persist ``X`` first. The silhouette
+    is computed on ``silhouette_sample`` rows drawn once from ``random_state`` and brought to the client
+    (None skips it: NaN). Returns columns ``k, sse, silhouette, recommended``.
+    """
+    ks = [int(k) for k in ks]
+    if len(ks) < 3 or not (np.diff(ks) > 0).all():
+        raise ValueError(f"ks must be at least 3 strictly increasing values, got {ks}")
+    X = with_known_row_chunks(as_row_blocked(X))
+    sample = None
+    if silhouette_sample is not None:
+        _check_int("silhouette_sample", silhouette_sample, 2)
+        with log_duration(logger, f"elbow: silhouette sample of {silhouette_sample} rows"):
+            sample = _row_sample(X, silhouette_sample, random_state)
+    rows = []
+    for k in ks:
+        with log_duration(logger, f"elbow: k={k}"):
+            segmenter = KMeansSegmenter(
+                n_clusters=k, algorithm=algorithm, random_state=random_state, **params
+            )
+            segmenter.fit(X)
+            rows.append((k, segmenter.sse_, _sample_silhouette(sample, segmenter.cluster_centers_)))
+    frame = pd.DataFrame(rows, columns=["k", "sse", "silhouette"])
+    frame["recommended"] = frame["k"] == recommend_k(frame["k"], frame["sse"])
+    return frame
