@@ -14,11 +14,90 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .scale import merge_histograms
 from .schema import Schema
 
 logger = logging.getLogger(__name__)
 
 ROW_HISTOGRAM_BINS = 20
+
+
+class CodeIndex:
+    """A column's stored values -> positions in its code domain, with unknown codes marked missing.
+
+    Integer codes map to ``value - low`` over the dense range of valid and unknown codes; categorical
+    codes map to their category position; missing values take the last position. ``recoded`` holds
+    the value each position stands for once unknown codes are missing, so a ``bincount`` of positions
+    is a value histogram and ``is_missing[positions]`` is the recoded missing mask, both without
+    materialising a recoded frame. Dates and unbounded numbers have no domain (``positions`` is None).
+    """
+
+    def __init__(self, attribute, dtype):
+        self.attribute = attribute
+        self.low = None
+        if isinstance(dtype, pd.CategoricalDtype):
+            domain = pd.Series(list(dtype.categories), dtype=dtype)
+            self.low = 0
+        elif attribute.codes and attribute.integer_coded:
+            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
+            self.low = min(codes)
+            domain = pd.Series(np.arange(self.low, max(codes) + 1), dtype=str(dtype))
+        if self.low is None:
+            return
+        as_text = domain.astype("string")
+        unknown = ~as_text.isin(attribute.codes).to_numpy()
+        self.recoded = pd.concat([domain.mask(unknown), pd.Series([None], dtype=domain.dtype)], ignore_index=True)
+        self.is_missing = np.append(unknown, True)
+
+    @property
+    def size(self) -> int:
+        return len(self.is_missing)
+
+    def positions(self, values: pd.Series) -> np.ndarray | None:
+        """Domain position of every value (the last position for missing); None without a domain."""
+        if self.low is None:
+            return None
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy().astype("int64")
+            return np.where(codes < 0, self.size - 1, codes)
+        array = values.array
+        return np.where(np.asarray(array._mask), self.size - 1, np.asarray(array._data, dtype="int64") - self.low)
+
+    def missing(self, values: pd.Series, positions: np.ndarray | None) -> np.ndarray:
+        """The recoded missing mask (missing or an unknown code)."""
+        if positions is not None:
+            return self.is_missing[positions]
+        return values.isna().to_numpy()
+
+    def histogram(self, values: pd.Series, positions: np.ndarray | None):
+        """Counts per domain position (an array), or a value_counts Series for columns without a domain."""
+        if positions is not None:
+            return np.bincount(positions, minlength=self.size)
+        return values.value_counts(dropna=False, sort=False)
+
+    def value_histogram(self, counts) -> pd.Series:
+        """Counts per recoded value (missing as NaN), whatever form ``histogram`` returned."""
+        if isinstance(counts, pd.Series):
+            return counts
+        return pd.Series(counts, index=pd.Index(self.recoded)).groupby(level=0, dropna=False, sort=False).sum()
+
+
+def code_indexes(schema: Schema, frame: pd.DataFrame, columns: list[str]) -> list[CodeIndex]:
+    """One CodeIndex per column, for the dtypes of ``frame``."""
+    return [CodeIndex(schema[c], frame[c].dtype) for c in columns]
+
+
+def partition_missing_counts(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """One row: recoded missing values per column (missing or unknown code), plus ``__rows__``."""
+    counts = {}
+    for index in code_indexes(schema, frame, list(frame.columns)):
+        values = frame[index.attribute.name]
+        if index.attribute.kind in ("id", "extra", "date") or not index.attribute.unknown_codes:
+            counts[index.attribute.name] = int(values.isna().sum())
+        else:
+            counts[index.attribute.name] = int(index.missing(values, index.positions(values)).sum())
+    counts["__rows__"] = len(frame)
+    return pd.DataFrame([counts])
 
 
 def unknown_to_missing(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -96,7 +175,8 @@ class Cleaner(BaseEstimator):
 
     def missing_counts(self, frame: dd.DataFrame):
         """A lazy Series: missing values per column after recoding, with the row count in ``__rows__``."""
-        return self.recode(frame).map_partitions(missing_counts).sum()
+        meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in [*frame.columns, "__rows__"]})
+        return frame.map_partitions(partition_missing_counts, self.schema, meta=meta).sum()
 
     def fit(self, frame: dd.DataFrame, y=None, missing=None) -> Cleaner:
         """Fit on the population. ``missing`` may pass precomputed counts (from a shared pass)."""
@@ -120,6 +200,51 @@ class Cleaner(BaseEstimator):
     def set_aside_mask(self, recoded: pd.DataFrame) -> pd.Series:
         """True for rows with too little data (a pure function of a recoded partition)."""
         return row_missing_share(recoded, self.kept_columns_) > self.row_missing_threshold
+
+    def set_aside_from_missing(self, missing_per_row: np.ndarray) -> np.ndarray:
+        """The set-aside mask from each row's count of missing kept columns."""
+        return np.asarray(missing_per_row) / max(len(self.kept_columns_), 1) > self.row_missing_threshold
+
+    def partition_statistics(self, frame: pd.DataFrame) -> tuple[dict, np.ndarray]:
+        """Value counts of the kept rows per kept column, and the row missing-share histogram of all rows.
+
+        Counts are per code position (``CodeIndex.histogram``) so partitions merge by addition; turn them
+        into value histograms with ``value_histograms_from_counts``.
+        """
+        indexes = code_indexes(self.schema, frame, self.kept_columns_)
+        columns = [frame[index.attribute.name] for index in indexes]
+        positions = [index.positions(values) for index, values in zip(indexes, columns, strict=True)]
+        missing = np.zeros(len(frame), dtype="int64")
+        for index, values, position in zip(indexes, columns, positions, strict=True):
+            missing += index.missing(values, position)
+        share = missing / max(len(indexes), 1)
+        kept = share <= self.row_missing_threshold
+        counts = {
+            index.attribute.name: index.histogram(values[kept], None if position is None else position[kept])
+            for index, values, position in zip(indexes, columns, positions, strict=True)
+        }
+        return counts, row_missing_histogram(pd.Series(share))
+
+    def value_histograms_from_counts(self, counts: dict, dtypes: dict) -> dict[str, pd.Series]:
+        """Merged ``partition_statistics`` counts -> value histograms (what ``ImputeScaler`` fits on)."""
+        return {
+            column: CodeIndex(self.schema[column], dtypes[column]).value_histogram(value)
+            for column, value in counts.items()
+        }
+
+
+def merge_statistics(*parts: tuple[dict, np.ndarray]) -> tuple[dict, np.ndarray]:
+    """Add ``partition_statistics`` results (a tree reduction)."""
+    merged: dict = {}
+    for counts, _ in parts:
+        for column, value in counts.items():
+            if column not in merged:
+                merged[column] = value
+            elif isinstance(value, pd.Series):
+                merged[column] = merge_histograms({column: merged[column]}, {column: value})[column]
+            else:
+                merged[column] = merged[column] + value
+    return merged, sum(part[1] for part in parts)
 
 
 def _recoded_meta(frame: dd.DataFrame, schema: Schema) -> pd.DataFrame:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, cluster, decompose
-from .clean import Cleaner, row_missing_histogram, row_missing_share
+from .clean import Cleaner, merge_statistics
 from .compare import compare_proportions
 from .config import JobConfig
 from .describe import segment_profiles
@@ -32,7 +32,7 @@ from .encode import Encoder
 from .io import RunFolder, Table, ingest, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
 from .runtime import load_profile, open_cluster
-from .scale import ImputeScaler, merge_histograms, value_histograms
+from .scale import ImputeScaler
 from .schema import Schema, default_attributes_path, load_schema
 
 logger = logging.getLogger(__name__)
@@ -79,17 +79,6 @@ def _attributes_text(config: JobConfig, storage_options: dict) -> str:
         return handle.read()
 
 
-def _partition_statistics(recoded: pd.DataFrame, cleaner: Cleaner) -> tuple[dict, np.ndarray]:
-    """Value histograms of the kept rows, and the row missing-share histogram of all rows."""
-    share = row_missing_share(recoded, cleaner.kept_columns_)
-    kept = recoded[share <= cleaner.row_missing_threshold]
-    return value_histograms(kept, cleaner.kept_columns_), row_missing_histogram(share)
-
-
-def _merge_statistics(*parts: tuple[dict, np.ndarray]) -> tuple[dict, np.ndarray]:
-    return merge_histograms(*(p[0] for p in parts)), sum(p[1] for p in parts)
-
-
 def _tree_reduce(parts: list, combine, width: int = 8):
     """Combine delayed partials in a tree, so no single task holds every partition's result."""
     while len(parts) > 1:
@@ -98,9 +87,9 @@ def _tree_reduce(parts: list, combine, width: int = 8):
 
 
 def _statistics(frame: dd.DataFrame, cleaner: Cleaner):
-    recoded = cleaner.recode(frame)
-    parts = [dask.delayed(_partition_statistics)(p, cleaner) for p in recoded.to_delayed()]
-    return _tree_reduce(parts, _merge_statistics)
+    """Lazy: merged ``Cleaner.partition_statistics`` over all partitions (one pass)."""
+    parts = [dask.delayed(cleaner.partition_statistics)(p) for p in frame.to_delayed()]
+    return _tree_reduce(parts, merge_statistics)
 
 
 def _feature_frame(frame: dd.DataFrame, model: SegmentationModel, method: str) -> dd.DataFrame:
@@ -202,7 +191,9 @@ def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared
     with session.stage("scale"):
         statistics = {name: _statistics(tables[name].frame, cleaner) for name in ("population", "customers")}
         (statistics,) = dask.compute(statistics)
-        scaler = ImputeScaler(encoder).fit_histograms(statistics["population"][0])
+        population = tables["population"].frame
+        histograms = cleaner.value_histograms_from_counts(statistics["population"][0], population.dtypes.to_dict())
+        scaler = ImputeScaler(encoder).fit_histograms(histograms)
     model = SegmentationModel(schema, cleaner, encoder, scaler)
     with session.stage("reduce"):
         features = _feature_frame(tables["population"].frame, model, "features_partition").to_dask_array()

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import cluster, decompose
-from .clean import Cleaner
+from .clean import Cleaner, CodeIndex, code_indexes
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
@@ -26,61 +26,32 @@ def segment_names(k: int) -> list[str]:
 
 
 class _ColumnLookup:
-    """One source column compiled: raw storage value -> standardized features (unknown codes -> missing row).
+    """One source column compiled: stored value -> standardized features, through its ``CodeIndex``.
 
-    Integer codes index a dense table over [offset, offset + size); categorical codes index by category
-    position; dates and unbounded numbers fall back to arithmetic (year, then impute and scale).
+    The table holds, for every position of the code domain, the encoded, imputed and standardized
+    features (built with the same ``encode_column`` as the estimator chain); dates and unbounded numbers
+    fall back to arithmetic.
     """
 
-    def __init__(self, attribute, dtype, features: slice, scaler: ImputeScaler, encoder_features: list[str]):
-        self.attribute, self.features = attribute, features
+    def __init__(self, codes: CodeIndex, features: slice, scaler: ImputeScaler, encoder_features: list[str]):
+        self.codes, self.features = codes, features
         positions = [scaler.feature_names_.index(f) for f in encoder_features]
         self.fill = scaler.fill_values_[positions]
         self.mean = scaler.mean_[positions]
         self.scale = scaler.scale_[positions]
-        self.offset = None
-        if isinstance(dtype, pd.CategoricalDtype):
-            domain = pd.Series(list(dtype.categories), dtype=dtype)
-            self.offset = 0
-        elif attribute.kind != "date" and (attribute.kind != "numeric" or attribute.value_range):
-            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
-            low, high = min(codes), max(codes)
-            domain = pd.Series(np.arange(low, high + 1), dtype=str(dtype))
-            self.offset = low
-        if self.offset is None:
-            return
-        unknown = domain.astype("string").isin(attribute.unknown_codes).to_numpy()
-        if not isinstance(dtype, pd.CategoricalDtype):
-            unknown |= ~domain.astype("string").isin(attribute.codes + attribute.unknown_codes).to_numpy()
-        recoded = domain.mask(unknown)
-        encoded = encode_column(
-            pd.concat([recoded, pd.Series([None], dtype=domain.dtype)], ignore_index=True), attribute
-        )
-        self.table = self._standardize(encoded.to_numpy(dtype="float64", na_value=np.nan))
-        self.missing = np.append(unknown, True)
+        self.table = None
+        if codes.low is not None:
+            encoded = encode_column(codes.recoded, codes.attribute)
+            self.table = self._standardize(encoded.to_numpy(dtype="float64", na_value=np.nan))
 
     def _standardize(self, values: np.ndarray) -> np.ndarray:
         values = np.where(np.isnan(values), self.fill, values)
         return ((values - self.mean) / self.scale).astype("float32")
 
-    def index(self, values: pd.Series) -> np.ndarray:
-        """Rows of the table for each value; the last row stands for missing."""
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            codes = values.cat.codes.to_numpy().astype("int64")
-            return np.where(codes < 0, len(self.table) - 1, codes)
-        array = values.array
-        data = np.asarray(array._data, dtype="int64") - self.offset
-        return np.where(np.asarray(array._mask), len(self.table) - 1, data)
-
-    def missing_of(self, values: pd.Series, index: np.ndarray | None) -> np.ndarray:
-        if index is not None:
-            return self.missing[index]
-        return values.isna().to_numpy()
-
-    def features_of(self, values: pd.Series, index: np.ndarray | None) -> np.ndarray:
-        if index is not None:
-            return self.table[index]
-        encoded = encode_column(values, self.attribute).to_numpy(dtype="float64", na_value=np.nan)
+    def features_of(self, values: pd.Series, positions: np.ndarray | None) -> np.ndarray:
+        if positions is not None:
+            return self.table[positions]
+        encoded = encode_column(values, self.codes.attribute).to_numpy(dtype="float64", na_value=np.nan)
         return self._standardize(encoded)
 
 
@@ -101,17 +72,9 @@ class SegmentationModel:
         cache = self.__dict__.setdefault("_lookup_cache", {})
         if key not in cache:
             lookups, start = [], 0
-            for column in self.encoder.columns:
-                features = self.encoder.sources_[column]
-                lookups.append(
-                    _ColumnLookup(
-                        self.schema[column],
-                        frame[column].dtype,
-                        slice(start, start + len(features)),
-                        self.scaler,
-                        features,
-                    )
-                )
+            for codes in code_indexes(self.schema, frame, self.encoder.columns):
+                features = self.encoder.sources_[codes.attribute.name]
+                lookups.append(_ColumnLookup(codes, slice(start, start + len(features)), self.scaler, features))
                 start += len(features)
             cache[key] = lookups
         return cache[key]
@@ -123,20 +86,16 @@ class SegmentationModel:
         ``ImputeScaler``), compiled into one table lookup per column.
         """
         lookups = self._lookups(raw)
-        indexes = [
-            lookup.index(raw[lookup.attribute.name]) if lookup.offset is not None else None
-            for lookup in lookups
-        ]
-        missing = np.zeros(len(raw), dtype="int64")
-        for lookup, index in zip(lookups, indexes, strict=True):
-            missing += lookup.missing_of(raw[lookup.attribute.name], index)
-        aside = missing / max(len(lookups), 1) > self.cleaner.row_missing_threshold
+        columns = [raw[lookup.codes.attribute.name] for lookup in lookups]
+        positions = [lookup.codes.positions(values) for lookup, values in zip(lookups, columns, strict=True)]
+        aside = self.cleaner.set_aside_from_missing(
+            sum(lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True))
+        )
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
-        for lookup, index in zip(lookups, indexes, strict=True):
-            values = raw[lookup.attribute.name]
-            if index is not None:
-                out[:, lookup.features] = lookup.table[index[kept]]
+        for lookup, values, position in zip(lookups, columns, positions, strict=True):
+            if position is not None:
+                out[:, lookup.features] = lookup.table[position[kept]]
             else:
                 out[:, lookup.features] = lookup.features_of(values[kept], None)
         return aside, out

@@ -69,3 +69,25 @@ def test_row_missing_histogram_counts_every_row():
     share = pd.Series([0.0, 0.05, 0.5, 0.99, 1.0])
     counts = row_missing_histogram(share, bins=4)
     assert counts.tolist() == [2, 0, 1, 2] and counts.sum() == 5
+
+
+def test_partition_statistics_equal_recoded_value_counts(population, other_schema):
+    from segmentation.clean import merge_statistics, partition_missing_counts
+    from segmentation.scale import value_histograms
+
+    with dask.config.set(scheduler="sync"):
+        cleaner = Cleaner(other_schema).fit(population)
+        partitions = [p.compute() for p in population.to_delayed()]
+    merged, rows = merge_statistics(*[cleaner.partition_statistics(p) for p in partitions])
+    whole = pd.concat(partitions)
+    histograms = cleaner.value_histograms_from_counts(merged, whole.dtypes.to_dict())
+    recoded = unknown_to_missing(whole, other_schema)
+    kept = recoded[~cleaner.set_aside_mask(recoded)]
+    expected = value_histograms(kept, cleaner.kept_columns_)
+    for column in cleaner.kept_columns_:
+        ours = histograms[column][histograms[column] > 0]
+        theirs = expected[column][expected[column] > 0]
+        assert dict(zip(ours.index.astype(str), ours)) == dict(zip(theirs.index.astype(str), theirs)), column
+    assert rows.sum() == len(whole)
+    counts = partition_missing_counts(whole, other_schema).iloc[0]
+    assert counts.drop("__rows__").to_dict() == recoded.isna().sum().to_dict()
