@@ -118,6 +118,10 @@ class KMeansSegmenter(BaseEstimator):
     near-empty clusters that Lloyd never leaves: SSE 1.005-1.008 x scikit-learn's ``KMeans(n_init=10)`` and an
     adjusted Rand index to the planted segments of 0.70-0.81 (3 to 8 rounds, weighted candidates and restarts
     did not cure it), against 1.000 and 0.94 for every seed from a 3,000-row sample. On blobs both match.
+    The sample must not be too small: on the real-size generated population (785k kept rows, 312 components,
+    k=8) a 20,000-row sample, and scikit-learn's ``KMeans(n_init=10)`` on all rows alike, settle on an
+    optimum with SSE 2.3432e8 and ARI 0.715, while 50,000- and 100,000-row samples (seeds 0-3) reach SSE
+    2.3410e8 and ARI 0.931. Hence 100,000 rows (125 MB at 312 float32 components) by default.
 
     Refinement (``algorithm``; ``"kmeans||"`` keeps the job configuration's name):
 
@@ -145,7 +149,7 @@ class KMeansSegmenter(BaseEstimator):
     n_init : int or "auto", default="auto"
         Seedings tried: 10 on the sample with ``init="sample"``, 3 full restarts with ``init="k-means||"``.
     init : {"sample", "k-means||"}, default="sample"
-    init_sample_size : int, default=20000
+    init_sample_size : int, default=100000
         Rows drawn for ``init="sample"``.
 
     Attributes
@@ -177,7 +181,7 @@ class KMeansSegmenter(BaseEstimator):
         batch_size: int | None = None,
         n_init: int | str = "auto",
         init: str = "sample",
-        init_sample_size: int = 20_000,
+        init_sample_size: int = 100_000,
     ):
         self.n_clusters = n_clusters
         self.algorithm = algorithm

@@ -197,3 +197,41 @@ def test_cli_exit_codes(dataset, tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "unknown key 'kk' (did you mean 'k'?)" in result.stderr
+
+
+def test_another_vendors_schema_end_to_end(other_vendor_files, profile, tmp_path):
+    """The whole job on a different attributes file: nothing Arvato-specific is assumed."""
+    config = load_job(
+        None,
+        {
+            "inputs.population": str(other_vendor_files / "population.csv"),
+            "inputs.customers": str(other_vendor_files / "customers.csv"),
+            "attributes": str(other_vendor_files / "attributes.csv"),
+            "output": str(tmp_path / "other"),
+            "cluster": str(profile),
+            "kmeans.k_min": 2,
+            "kmeans.k_max": 4,
+            "report": False,
+        },
+    )
+    result = run_job(config)
+    recorded = result.run
+    assert recorded["rows"]["population"]["read"] == 3000 and recorded["rows"]["customers"]["read"] == 800
+    assert recorded["kmeans"]["k"] == recorded["kmeans"]["k_recommended"] in (2, 3, 4)
+    found = pd.read_parquet(f"{result.output}/assignments")
+    assert len(found) == 3800
+    profiles = pd.read_csv(f"{result.output}/profiles.csv")
+    assert "LIFESTAGE_WEALTH" in set(profiles["attribute"]) and "REGION=N" in set(profiles["attribute"])
+
+
+def test_loader_reads_generated_files_without_warnings(dataset):
+    import warnings
+
+    from segmentation.io import read_table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = read_table(dataset / "customers.csv", load_schema(), "customers")
+        frame = table.frame.compute(scheduler="sync")
+    assert len(frame) == CUSTOMERS and int(table.invalid_counts.compute(scheduler="sync").sum()) == 0
+    assert str(frame["CAMEO_INTL_2015"].dtype) == "category"
