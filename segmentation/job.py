@@ -260,6 +260,21 @@ _ASSIGNMENT_META = pd.DataFrame(
 )
 
 
+def _assign_population(frame: dd.DataFrame, reduced, model: SegmentationModel) -> dd.DataFrame:
+    """Assign the population from the PCA coordinates already persisted for k-means (no recomputation):
+    partition i of the frame and block i of ``reduced`` hold the same rows."""
+    rows = frame.map_partitions(
+        model.set_aside_partition,
+        meta=pd.DataFrame({"LNR": pd.Series(dtype="int64"), "aside": pd.Series(dtype="bool")}),
+    )
+    blocks = reduced.to_delayed().ravel()
+    parts = [
+        dask.delayed(model.assign_reduced)(part, block, "population")
+        for part, block in zip(rows.to_delayed(), blocks, strict=True)
+    ]
+    return dd.from_delayed(parts, meta=_ASSIGNMENT_META, verify_meta=False)
+
+
 def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder) -> dict:
     work = Path(config.work_dir) if config.work_dir else folder.staging.parent / f"{folder.staging.name}-work"
     prepared = _prepare(config, schema, session, work)
@@ -279,11 +294,13 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         model.kmeans = cluster.KMeansSegmenter(
             n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
         ).fit(reduced)
-        del reduced, prepared
     with session.stage("assign"):
         lazy = {}
         for name, table in tables.items():
-            assigned = table.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
+            if name == "population":
+                assigned = _assign_population(table.frame, reduced, model)
+            else:
+                assigned = table.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
             lazy[name] = {
                 "write": assigned.to_parquet(
                     folder.url_for("assignments"),
@@ -296,6 +313,7 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
                 "counts": assigned["segment"].value_counts(),
             }
         (computed,) = dask.compute(lazy)
+        del reduced, prepared  # release the persisted coordinates on the workers
     with session.stage("compare"):
         segments = segment_names(k)
         counts = {name: computed[name]["counts"].reindex(segments, fill_value=0) for name in tables}

@@ -55,6 +55,19 @@ class _ColumnLookup:
         return self._standardize(encoded)
 
 
+def assignments(ids: np.ndarray, aside: np.ndarray, labels: np.ndarray, table: str) -> pd.DataFrame:
+    """``LNR, table, segment``: set-aside rows get ``insufficient_data``, the others their label."""
+    segment = np.full(len(ids), INSUFFICIENT, dtype=object)
+    segment[~aside] = np.asarray(labels).astype(str)
+    return pd.DataFrame(
+        {
+            "LNR": ids,
+            "table": pd.array([table] * len(ids), dtype="string"),
+            "segment": pd.array(segment, dtype="string"),
+        }
+    )
+
+
 @dataclass
 class SegmentationModel:
     """Everything fitted, in the order data flows."""
@@ -79,18 +92,25 @@ class SegmentationModel:
             cache[key] = lookups
         return cache[key]
 
+    def _positions(self, raw: pd.DataFrame):
+        lookups = self._lookups(raw)
+        columns = [raw[lookup.codes.attribute.name] for lookup in lookups]
+        positions = [lookup.codes.positions(values) for lookup, values in zip(lookups, columns, strict=True)]
+        missing = sum(lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True))
+        return lookups, columns, positions, self.cleaner.set_aside_from_missing(missing)
+
+    def set_aside_partition(self, raw: pd.DataFrame) -> pd.DataFrame:
+        """Raw typed partition -> ``LNR`` and the set-aside flag of every row (no features computed)."""
+        aside = self._positions(raw)[3]
+        return pd.DataFrame({"LNR": raw[self.schema.id_column].to_numpy(dtype="int64"), "aside": aside})
+
     def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Raw typed partition -> (set-aside mask of every row, standardized float32 features of the others).
 
         Equivalent to recode -> set-aside -> encode -> impute -> scale (``Cleaner``, ``Encoder``,
         ``ImputeScaler``), compiled into one table lookup per column.
         """
-        lookups = self._lookups(raw)
-        columns = [raw[lookup.codes.attribute.name] for lookup in lookups]
-        positions = [lookup.codes.positions(values) for lookup, values in zip(lookups, columns, strict=True)]
-        aside = self.cleaner.set_aside_from_missing(
-            sum(lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True))
-        )
+        lookups, columns, positions, aside = self._positions(raw)
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
         for lookup, values, position in zip(lookups, columns, positions, strict=True):
@@ -111,17 +131,13 @@ class SegmentationModel:
     def assign_partition(self, raw: pd.DataFrame, table: str) -> pd.DataFrame:
         """Raw typed partition -> ``LNR, table, segment`` for every row (set-aside rows included)."""
         aside, features = self.standardize_partition(raw)
-        segment = np.full(len(raw), INSUFFICIENT, dtype=object)
-        if len(features):
-            labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
-            segment[~aside] = labels.astype(str)
-        return pd.DataFrame(
-            {
-                "LNR": raw[self.schema.id_column].to_numpy(dtype="int64"),
-                "table": pd.array([table] * len(raw), dtype="string"),
-                "segment": pd.array(segment, dtype="string"),
-            }
-        )
+        labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
+        return assignments(raw[self.schema.id_column].to_numpy(dtype="int64"), aside, labels, table)
+
+    def assign_reduced(self, rows: pd.DataFrame, reduced: np.ndarray, table: str) -> pd.DataFrame:
+        """``set_aside_partition`` rows plus the PCA coordinates of their kept rows -> assignments."""
+        labels = cluster.nearest_centre(reduced, self.kmeans.cluster_centers_)
+        return assignments(rows["LNR"].to_numpy(), rows["aside"].to_numpy(), labels, table)
 
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path, attributes_text: str) -> None:
