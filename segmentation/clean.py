@@ -79,7 +79,8 @@ class CodeIndex:
         """Counts per recoded value (missing as NaN), whatever form ``histogram`` returned."""
         if isinstance(counts, pd.Series):
             return counts
-        return pd.Series(counts, index=pd.Index(self.recoded)).groupby(level=0, dropna=False, sort=False).sum()
+        series = pd.Series(counts, index=pd.Index(self.recoded))
+        return series.groupby(level=0, dropna=False, sort=False, observed=False).sum()
 
 
 def code_indexes(schema: Schema, frame: pd.DataFrame, columns: list[str]) -> list[CodeIndex]:

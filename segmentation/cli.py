@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.verbose:
         logging.getLogger("segmentation").setLevel(logging.INFO)
+    else:
+        # distributed logs every worker start and stop at INFO; the job prints what a user needs.
+        for name in ("distributed", "bokeh", "tornado"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     from .config import ConfigError
     from .io import InputError
     from .schema import SchemaError

@@ -27,7 +27,7 @@ def merge_histograms(*parts: dict[str, pd.Series]) -> dict[str, pd.Series]:
     merged = {}
     for column in columns:
         pieces = [part[column] for part in parts if column in part]
-        merged[column] = pd.concat(pieces).groupby(level=0, dropna=False, sort=False).sum()
+        merged[column] = pd.concat(pieces).groupby(level=0, dropna=False, sort=False, observed=False).sum()
     return merged
 
 
