@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("segmentation").setLevel(logging.INFO)
     else:
         # distributed logs every worker start and stop at INFO; the job prints what a user needs.
-        for name in ("distributed", "bokeh", "tornado"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        # (Read by dask when it is first imported, below; a DASK_* variable the user set wins.)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from .config import ConfigError
     from .io import InputError
     from .schema import SchemaError

@@ -243,7 +243,7 @@ def assign_file(
     assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
     staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     write = assigned.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
-    _, counts = dask.compute(write, assigned["segment"].value_counts())
+    _, counts = dask.compute(write, assigned["segment"].value_counts(split_out=1))
     fs, target = url_to_fs(out, **(storage_options or {}))
     if fs.exists(target):
         fs.rm(target, recursive=True)
@@ -310,7 +310,7 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
                     storage_options=storage,
                     write_metadata_file=False,
                 ),
-                "counts": assigned["segment"].value_counts(),
+                "counts": assigned["segment"].value_counts(split_out=1),
             }
         (computed,) = dask.compute(lazy)
         del reduced, prepared  # release the persisted coordinates on the workers
