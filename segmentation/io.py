@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 import uuid
@@ -348,7 +349,10 @@ class RunFolder:
 
     Small files (JSON, CSV, NumPy, the report) are written by the client into a local staging folder;
     large ones (assignments) are written by the workers straight to ``url_for(name)``. For a remote
-    destination the staging folder is uploaded before the final move.
+    destination (``s3://...``) the staging folder lives in a private local temporary folder and is uploaded
+    to the remote temporary folder ``.NAME.tmp-*`` next to the destination; object stores cannot rename a
+    folder, so ``commit`` then copies the files into place, ``run.json`` last, and removes the temporary
+    folder: a remote run folder that has a ``run.json`` is complete.
     """
 
     def __init__(self, destination: str | os.PathLike, storage_options: dict | None = None):
@@ -357,14 +361,25 @@ class RunFolder:
         self.fs, self._target = url_to_fs(self.destination, **self.storage_options)
         self.remote = "://" in self.destination and not self.destination.startswith("file://")
         token = uuid.uuid4().hex[:8]
+        name = posixpath.basename(self._target)
         if self.remote:
-            self.staging = Path(tempfile.mkdtemp(prefix="segmentation-run-"))
-            self._remote_tmp = f"{self._target}.tmp-{token}"
+            # Named like a local staging folder, so that the report shows the run's name.
+            self._local_root: Path | None = Path(tempfile.mkdtemp(prefix="segmentation-run-"))
+            self.staging = self._local_root / f".{name}.tmp-{token}"
+            self.staging.mkdir()
+            self._remote_tmp = posixpath.join(posixpath.dirname(self._target), f".{name}.tmp-{token}")
         else:
+            self._local_root = None
             parent = Path(self._target).parent
             parent.mkdir(parents=True, exist_ok=True)
-            self.staging = parent / f".{Path(self._target).name}.tmp-{token}"
+            self.staging = parent / f".{name}.tmp-{token}"
             self.staging.mkdir()
+
+    @property
+    def scratch(self) -> Path:
+        """A local folder next to the staging folder for the job's intermediate files (Parquet converted
+        from CSV); ``commit`` and ``abandon`` remove it."""
+        return self.staging.parent / f"{self.staging.name}-work"
 
     def path(self, name: str) -> Path:
         """A local path inside the staging folder (parents created)."""
@@ -395,8 +410,12 @@ class RunFolder:
             self.fs.put(str(self.staging) + "/", self._remote_tmp, recursive=True)
             if self.fs.exists(self._target):
                 self.fs.rm(self._target, recursive=True)
-            self.fs.mv(self._remote_tmp, self._target, recursive=True)
-            shutil.rmtree(self.staging, ignore_errors=True)
+            self.fs.invalidate_cache()
+            run_json = f"{self._remote_tmp}/run.json"
+            for file in sorted(self.fs.find(self._remote_tmp), key=lambda f: f == run_json):
+                self.fs.copy(file, self._target + file[len(self._remote_tmp) :])
+            self.fs.rm(self._remote_tmp, recursive=True)
+            shutil.rmtree(self._local_root, ignore_errors=True)
         else:
             target = Path(self._target)
             if target.exists():
@@ -406,13 +425,17 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 self.staging.rename(target)
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return self.destination
 
     def abandon(self) -> None:
-        """Remove everything written so far (after a failure)."""
+        """Remove everything written so far, scratch included (after a failure or Ctrl-C)."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        if self.remote and self.fs.exists(self._remote_tmp):
-            self.fs.rm(self._remote_tmp, recursive=True)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        if self.remote:
+            shutil.rmtree(self._local_root, ignore_errors=True)
+            if self.fs.exists(self._remote_tmp):
+                self.fs.rm(self._remote_tmp, recursive=True)
 
 
 def _json_default(value):

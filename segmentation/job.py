@@ -147,7 +147,12 @@ def _write_report(folder: RunFolder, config: JobConfig) -> None:
     from .target import write_targets
 
     started = time.perf_counter()
-    if not folder.remote:
+    if folder.remote:
+        # write_targets reads the assignments from a local run folder; a remote run's are only in object
+        # storage, so the targeting list is left out rather than downloading every assignment.
+        logger.warning("targets.parquet and targets_top.csv not written for the remote run folder %s: run "
+                       "`segmentation report` on a local copy of it to write them", folder.destination)
+    else:
         write_targets(folder.staging, top_n=config.top_targets)
     write_report(folder.staging)
     logger.info("report written in %.1f s", time.perf_counter() - started)

@@ -84,6 +84,7 @@ def test_default_profile_is_cluster_config_local_yml():
         ("laptop-lowmem", LocalSettings),
         ("generic-slurm", GenericSettings),
         ("generic-kubernetes", GenericSettings),
+        ("generic-coiled", GenericSettings),
     ],
 )
 def test_shipped_profiles_load(name, settings):
