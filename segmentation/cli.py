@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -189,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -206,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         from .runtime import ProfileError
     except ImportError:  # pragma: no cover
         ProfileError = ConfigError
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` / `timeout` as on Ctrl-C
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -376,10 +376,22 @@ class RunFolder:
             self.staging.mkdir()
 
     @property
-    def scratch(self) -> Path:
-        """A local folder next to the staging folder for the job's intermediate files (Parquet converted
-        from CSV); ``commit`` and ``abandon`` remove it."""
-        return self.staging.parent / f"{self.staging.name}-work"
+    def scratch(self) -> str:
+        """Where the job keeps intermediate files (Parquet converted from CSV): next to the staging folder,
+        in object storage for a remote destination so remote workers reach it; ``commit`` and ``abandon``
+        remove it."""
+        if self.remote:
+            protocol = self.destination.split("://", 1)[0]
+            return f"{protocol}://{self._remote_tmp}-work"
+        return str(self.staging.parent / f"{self.staging.name}-work")
+
+    def _remove_scratch(self) -> None:
+        if self.remote:
+            path = url_to_fs(self.scratch, **self.storage_options)[1]
+            if self.fs.exists(path):
+                self.fs.rm(path, recursive=True)
+        else:
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
     def path(self, name: str) -> Path:
         """A local path inside the staging folder (parents created)."""
@@ -416,6 +428,7 @@ class RunFolder:
                 self.fs.copy(file, self._target + file[len(self._remote_tmp) :])
             self.fs.rm(self._remote_tmp, recursive=True)
             shutil.rmtree(self._local_root, ignore_errors=True)
+            self._remove_scratch()
         else:
             target = Path(self._target)
             if target.exists():
@@ -425,13 +438,13 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 self.staging.rename(target)
-            shutil.rmtree(self.scratch, ignore_errors=True)
+            self._remove_scratch()
         return self.destination
 
     def abandon(self) -> None:
         """Remove everything written so far, scratch included (after a failure or Ctrl-C)."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self._remove_scratch()
         if self.remote:
             shutil.rmtree(self._local_root, ignore_errors=True)
             if self.fs.exists(self._remote_tmp):

@@ -167,10 +167,10 @@ class Prepared:
     statistics: dict
     model: SegmentationModel
     reduced: object
-    work: Path
+    work: str
 
 
-def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared:
+def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     """Read, clean, scale, reduce: everything up to the PCA coordinates persisted on the workers."""
     storage = session.profile.storage_options
     cleaner = Cleaner(schema, config.clean.column_missing_threshold, config.clean.row_missing_threshold)
@@ -186,10 +186,10 @@ def _prepare(config: JobConfig, schema: Schema, session, work: Path) -> Prepared
                 invalid, extra = dask.compute(table.invalid_counts, also)
                 first_pass[name] = {"invalid": {c: int(v) for c, v in invalid.items() if v}, **extra}
             else:
-                parquet = str(work / f"{name}.parquet")
+                parquet = f"{str(work).rstrip('/')}/{name}.parquet"
                 summary, extra = ingest(table, parquet, storage, also=also)
                 first_pass[name] = {"invalid": summary["invalid_values"], **extra}
-                tables[name] = read_table(parquet, schema, name, validate=False)
+                tables[name] = read_table(parquet, schema, name, storage, validate=False)
     with session.stage("clean"):
         cleaner.fit(tables["population"].frame, missing=first_pass["population"]["missing"])
         encoder = Encoder(schema, cleaner.kept_columns_).fit()
@@ -235,7 +235,7 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
     profile = load_profile(config.cluster)
     schema = load_schema(config.attributes, profile.storage_options)
     with tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work, open_cluster(profile) as session:
-        prepared = _prepare(config, schema, session, Path(work))
+        prepared = _prepare(config, schema, session, work)
         with session.stage("cluster"):
             return _elbow(config, prepared.reduced)
 
@@ -287,7 +287,7 @@ def _assign_population(frame: dd.DataFrame, reduced, model: SegmentationModel) -
 
 
 def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder) -> dict:
-    work = Path(config.work_dir) if config.work_dir else folder.staging.parent / f"{folder.staging.name}-work"
+    work = config.work_dir or folder.scratch
     prepared = _prepare(config, schema, session, work)
     tables, first_pass, statistics, model = (
         prepared.tables,
@@ -344,11 +344,6 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         folder.write_csv("pca_loadings.csv", _loadings(model.pca, scaler.feature_names_, schema))
         folder.write_csv("quality/columns.csv", _quality_columns(first_pass, schema, cleaner))
         folder.write_csv("quality/rows.csv", _quality_rows(statistics))
-    if not config.work_dir:
-        import shutil
-
-        shutil.rmtree(work, ignore_errors=True)
-
     rows = {}
     for name in tables:
         read = int(first_pass[name]["missing"]["__rows__"])

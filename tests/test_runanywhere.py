@@ -427,7 +427,8 @@ def test_low_memory_profile_spills_and_no_worker_is_restarted(tmp_path, monkeypa
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_ctrl_c_exits_130_and_leaves_no_processes_or_folders(dataset, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_exits_130_and_leaves_no_processes_or_folders(dataset, tmp_path, signum):
     profile = write_profile(
         tmp_path, "kind: local\nn_workers: 2\nmemory_limit: 1GiB\ndashboard_address: 127.0.0.1:0\n"
     )
@@ -449,7 +450,7 @@ def test_ctrl_c_exits_130_and_leaves_no_processes_or_folders(dataset, tmp_path):
             time.sleep(0.1)
         descendants = psutil.Process(process.pid).children(recursive=True)
         assert len(descendants) >= 2
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         process.wait(timeout=60)
         stderr = process.stderr.read()
         assert process.returncode == 130, stderr
