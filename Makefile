@@ -32,6 +32,7 @@ demo: $(STAMP)
 	$(BIN)/segmentation run jobs/demo.yml --population $(DATA)/population.csv --customers $(DATA)/customers.csv
 
 test: $(STAMP)
+	$(BIN)/ruff check segmentation tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
 lint: $(STAMP)
