@@ -14,6 +14,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 # Rows per block when plain NumPy input is wrapped in a Dask array.
 NUMPY_BLOCK_ROWS = 50_000
@@ -89,6 +90,26 @@ def load_fitted(directory: str | Path) -> dict[str, Any]:
     }
     description["attributes"].update(arrays)
     return description
+
+
+class SavedEstimator:
+    """Mixin: ``to_dict`` and ``save`` for an estimator whose fitted attributes are listed in ``_fitted``
+    (the first one tells whether it is fitted)."""
+
+    _fitted: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Estimator name, parameters and fitted attributes (arrays as NumPy)."""
+        check_is_fitted(self, self._fitted[0])
+        return {
+            "estimator": type(self).__name__,
+            "params": self.get_params(),
+            "attributes": {name: getattr(self, name) for name in self._fitted},
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the fitted estimator to ``directory`` (JSON + ``.npy``, never pickle)."""
+        return save_fitted(directory, self.to_dict())
 
 
 def restore(cls: type, description: dict[str, Any]) -> Any:

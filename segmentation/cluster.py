@@ -30,11 +30,11 @@ from sklearn.metrics import silhouette_score
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import (
+    SavedEstimator,
     as_row_blocked,
     load_fitted,
     log_duration,
     restore,
-    save_fitted,
     with_known_row_chunks,
 )
 
@@ -99,7 +99,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
-class KMeansSegmenter(BaseEstimator):
+class KMeansSegmenter(SavedEstimator, BaseEstimator):
     """K-means over row blocks: a seeding, then refinement over all rows, scored by the true SSE.
 
     Seeding (``init``):
@@ -313,19 +313,6 @@ class KMeansSegmenter(BaseEstimator):
         """Nearest-centre labels of ``X``: a lazy int32 Dask array."""
         check_is_fitted(self, "cluster_centers_")
         return predict_segments(X, self.cluster_centers_)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Estimator name, parameters and fitted attributes (arrays as NumPy)."""
-        check_is_fitted(self, "cluster_centers_")
-        return {
-            "estimator": type(self).__name__,
-            "params": self.get_params(),
-            "attributes": {name: getattr(self, name) for name in self._fitted},
-        }
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the fitted segmenter to ``directory`` (JSON + ``.npy``); read it back with :func:`load`."""
-        return save_fitted(directory, self.to_dict())
 
 
 def load(directory: str | Path) -> KMeansSegmenter:

@@ -27,12 +27,12 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import (
+    SavedEstimator,
     as_row_blocked,
     block_row_counts,
     load_fitted,
     log_duration,
     restore,
-    save_fitted,
     with_known_row_chunks,
 )
 
@@ -144,7 +144,7 @@ class _Spectrum:
     total_variance: float
 
 
-class _BasePCA(TransformerMixin, BaseEstimator):
+class _BasePCA(SavedEstimator, TransformerMixin, BaseEstimator):
     """The contract shared by every solver: fitting, component choice, transform, persistence."""
 
     _fitted = (
@@ -234,19 +234,6 @@ class _BasePCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"X must be 2-D (rows, components), got {X.ndim} dimension(s)")
         self._check_width(X.shape[1], self.n_components_, "X")
         return X @ self.components_ + self.mean_
-
-    def to_dict(self) -> dict[str, Any]:
-        """Estimator name, parameters and fitted attributes (arrays as NumPy)."""
-        check_is_fitted(self, "components_")
-        return {
-            "estimator": type(self).__name__,
-            "params": self.get_params(),
-            "attributes": {name: getattr(self, name) for name in self._fitted},
-        }
-
-    def save(self, directory: str | Path) -> Path:
-        """Write the fitted PCA to ``directory`` (JSON + ``.npy``); read it back with :func:`load`."""
-        return save_fitted(directory, self.to_dict())
 
 
 class GramPCA(_BasePCA):

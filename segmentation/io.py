@@ -114,23 +114,18 @@ def _parse_block(
         block_size=max(len(block), 1 << 20),
     )
     parse_options = pacsv.ParseOptions(delimiter=sep)
-    types = {n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()}
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(block),
-            read_options=read_options,
-            parse_options=parse_options,
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+
+    def parse(types: dict) -> pa.Table:
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+        return pacsv.read_csv(
+            io.BytesIO(block), read_options=read_options, parse_options=parse_options, convert_options=convert
         )
+
+    try:
+        table = parse({n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()})
     except pa.ArrowInvalid:
-        text_types = {n: pa.string() for n in names}
         try:
-            table = pacsv.read_csv(
-                io.BytesIO(block),
-                read_options=read_options,
-                parse_options=parse_options,
-                convert_options=pacsv.ConvertOptions(column_types=text_types, strings_can_be_null=True),
-            )
+            table = parse({n: pa.string() for n in names})
         except pa.ArrowInvalid as error:
             raise InputError(f"{source}: malformed CSV: {error}") from None
     return table.to_pandas()
