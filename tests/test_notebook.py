@@ -48,13 +48,16 @@ def test_walkthrough_runs_and_draws_the_figures(tmp_path, monkeypatch):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
 
+    kernel = _kernel_manager(tmp_path / "kernels")
     client = NotebookClient(
-        notebook,
-        km=_kernel_manager(tmp_path / "kernels"),
-        timeout=CELL_TIMEOUT,
-        resources={"metadata": {"path": str(tmp_path)}},
+        notebook, km=kernel, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(tmp_path)}}
     )
-    client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
+    try:
+        client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
+    finally:
+        # nbclient leaves a kernel it did not create running: shut it down, or it outlives the test
+        if kernel.has_kernel:
+            kernel.shutdown_kernel(now=True)
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [output for output in outputs if output.output_type == "error"]
