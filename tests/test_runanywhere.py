@@ -364,7 +364,7 @@ def test_a_failed_s3_run_leaves_nothing_behind(s3, tmp_path):
 
 # Sized for a test of about a minute on 2 shared cores; SEGMENTATION_SPILL_ROWS raises it (population rows;
 # customers are a fifth of that) to check a larger ratio of data to memory.
-SPILL_ROWS = int(os.environ.get("SEGMENTATION_SPILL_ROWS", "50000"))
+SPILL_ROWS = int(os.environ.get("SEGMENTATION_SPILL_ROWS", "120000"))
 # laptop-lowmem.yml as shipped: 1 GiB per worker. Less is not workable: a worker holding this job's
 # libraries uses about 350 MiB before any data, and one whose memory does not fall below the pause
 # threshold (80%) stays paused (seen with 800 MiB on a loaded CI machine: the run stalled).
