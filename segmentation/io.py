@@ -326,7 +326,9 @@ def ingest(table: Table, out: str, storage_options: dict | None = None, also: di
     """
     fs, target = url_to_fs(out, **(storage_options or {}))
     staging = f"{str(out).rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-    write = table.frame.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
+    write = table.frame.to_parquet(
+        staging, write_index=False, compute=False, storage_options=storage_options, write_metadata_file=False
+    )
     rows = table.frame.map_partitions(len).sum()
     _, invalid, n, extra = dask.compute(write, table.invalid_counts, rows, also or {})
     if fs.exists(target):
