@@ -118,13 +118,6 @@ def unknown_to_missing(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     return pd.DataFrame(out, index=frame.index)
 
 
-def missing_counts(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per partition: missing values per column, plus the row count in ``__rows__``."""
-    counts = frame.isna().sum().to_frame().T
-    counts["__rows__"] = len(frame)
-    return counts
-
-
 def row_missing_share(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """Each row's share of missing values over ``columns``."""
     return frame[columns].isna().sum(axis=1) / max(len(columns), 1)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from segmentation.clean import Cleaner, missing_counts, unknown_to_missing
+from segmentation.clean import Cleaner, partition_missing_counts, unknown_to_missing
 from segmentation.encode import Encoder
 from segmentation.io import _csv_dtypes, normalize_partition, read_header
 from segmentation.model import SegmentationModel
@@ -16,7 +16,7 @@ from .conftest import other_vendor_frame
 
 def fitted_chain(schema, typed):
     recoded = unknown_to_missing(typed, schema)
-    cleaner = Cleaner(schema).fit(None, missing=missing_counts(recoded).sum())
+    cleaner = Cleaner(schema).fit(None, missing=partition_missing_counts(typed, schema).iloc[0])
     encoder = Encoder(schema, cleaner.kept_columns_).fit()
     kept = ~cleaner.set_aside_mask(recoded)
     scaler = ImputeScaler(encoder).fit(recoded[kept])
