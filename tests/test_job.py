@@ -235,3 +235,18 @@ def test_loader_reads_generated_files_without_warnings(dataset):
         frame = table.frame.compute(scheduler="sync")
     assert len(frame) == CUSTOMERS and int(table.invalid_counts.compute(scheduler="sync").sum()) == 0
     assert str(frame["CAMEO_INTL_2015"].dtype) == "category"
+
+
+def test_elbow_command_reports_sse_silhouette_and_a_recommendation(dataset, profile, capsys):
+    from segmentation.cli import main
+
+    code = main(["elbow", "--population", str(dataset / "population.csv"), "--customers",
+                 str(dataset / "customers.csv"), "--cluster", str(profile), "--k-min", "2", "--k-max", "12"])  # fmt: skip
+    output = capsys.readouterr().out
+    assert code == 0
+    lines = [line.split() for line in output.splitlines() if line.strip()[:2].strip().isdigit()]
+    ks = [int(line[0]) for line in lines]
+    sse = [float(line[1]) for line in lines]
+    assert ks == list(range(2, 13)) and sse == sorted(sse, reverse=True)
+    flagged = [int(line[0]) for line in lines if line[3] == "True"]
+    assert len(flagged) == 1 and f"recommended k: {flagged[0]}" in output
