@@ -793,6 +793,9 @@ def open_cluster(
         yield session
 
 
+CLOSE_TIMEOUT = 30  # seconds to wait for the client and a started cluster to close
+
+
 def _start_local(settings: LocalSettings, profile: Profile, stack: ExitStack) -> tuple[Client, LocalCluster]:
     try:
         cluster = LocalCluster(
@@ -807,9 +810,10 @@ def _start_local(settings: LocalSettings, profile: Profile, stack: ExitStack) ->
         )
     except (OSError, RuntimeError) as error:  # RuntimeError("Cluster failed to start: ...") wraps OSErrors
         raise ProfileError(f"{profile.source}: could not start a local cluster: {error}") from error
-    stack.callback(cluster.close)
+    # Bounded waits: after Ctrl-C a paused or busy worker must not keep the job from exiting.
+    stack.callback(cluster.close, timeout=CLOSE_TIMEOUT)
     client = Client(cluster, set_as_default=True)
-    stack.callback(client.close)
+    stack.callback(client.close, timeout=CLOSE_TIMEOUT)
     return client, cluster
 
 
