@@ -5,7 +5,8 @@ Passes over the population (each a Dask computation that brings only small resul
 2. value histograms of the kept rows (impute + scale statistics) and the per-row missing histogram;
 3. the PCA fit (one pass for the exact Gram solver);
 4. the projection, persisted on the workers for k-means (the only data held in cluster memory);
-5. assignment of every row of every table, written as Parquet, with segment counts.
+5. assignment of every row of every table, written as Parquet, with segment counts (the population's
+   from the persisted projection, without recomputing it).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from .io import RunFolder, Table, ingest, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
 from .runtime import load_profile, open_cluster
 from .scale import ImputeScaler
-from .schema import Schema, default_attributes_path, load_schema
+from .schema import Schema, SchemaError, default_attributes_path, load_schema, parse_attributes
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ def _attributes_text(config: JobConfig, storage_options: dict) -> str:
     import fsspec
 
     path = config.attributes or default_attributes_path()
-    with fsspec.open(str(path), "rt", encoding="utf-8-sig", **storage_options) as handle:
-        return handle.read()
+    try:
+        with fsspec.open(str(path), "rt", encoding="utf-8-sig", **storage_options) as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise SchemaError(f"{path}: attributes file not found") from None
 
 
 def _tree_reduce(parts: list, combine, width: int = 8):
@@ -111,7 +115,7 @@ def run_job(config: JobConfig) -> RunResult:
     profile = load_profile(config.cluster)
     storage = profile.storage_options
     attributes_text = _attributes_text(config, storage)
-    schema = load_schema(config.attributes, storage)
+    schema = parse_attributes(attributes_text, source=str(config.attributes or default_attributes_path()))
     folder = RunFolder(config.output, storage)
     started = datetime.now(UTC)
     try:

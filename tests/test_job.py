@@ -250,3 +250,12 @@ def test_elbow_command_reports_sse_silhouette_and_a_recommendation(dataset, prof
     assert ks == list(range(2, 13)) and sse == sorted(sse, reverse=True)
     flagged = [int(line[0]) for line in lines if line[3] == "True"]
     assert len(flagged) == 1 and f"recommended k: {flagged[0]}" in output
+
+
+def test_missing_attributes_file_is_a_configuration_error(dataset, tmp_path):
+    command = [sys.executable, "-m", "segmentation.cli", "run", "--population", str(dataset / "population.csv"),
+               "--customers", str(dataset / "customers.csv"), "--attributes", str(tmp_path / "nope.csv"),
+               "--out", str(tmp_path / "never")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "nope.csv: attributes file not found" in result.stderr
+    assert not (tmp_path / "never").exists()
