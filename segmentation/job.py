@@ -30,7 +30,7 @@ from .compare import compare_proportions
 from .config import JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
-from .io import RunFolder, Table, ingest, read_table
+from .io import RunFolder, Table, ingest, is_parquet, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
 from .runtime import load_profile, open_cluster
 from .scale import ImputeScaler
@@ -154,8 +154,11 @@ def _write_report(folder: RunFolder, config: JobConfig) -> None:
     if folder.remote:
         # write_targets reads the assignments from a local run folder; a remote run's are only in object
         # storage, so the targeting list is left out rather than downloading every assignment.
-        logger.warning("targets.parquet and targets_top.csv not written for the remote run folder %s: run "
-                       "`segmentation report` on a local copy of it to write them", folder.destination)
+        logger.warning(
+            "targets.parquet and targets_top.csv not written for the remote run folder %s: run "
+            "`segmentation report` on a local copy of it to write them",
+            folder.destination,
+        )
     else:
         write_targets(folder.staging, top_n=config.top_targets)
     write_report(folder.staging)
@@ -186,7 +189,7 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
         first_pass = {}
         for name, table in tables.items():
             also = {"missing": cleaner.missing_counts(table.frame)}
-            if all(str(p).endswith((".parquet", ".pq")) for p in table.paths):
+            if all(is_parquet(p) for p in table.paths):
                 invalid, extra = dask.compute(table.invalid_counts, also)
                 first_pass[name] = {"invalid": {c: int(v) for c, v in invalid.items() if v}, **extra}
             else:
@@ -201,7 +204,9 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
         statistics = {name: _statistics(tables[name].frame, cleaner) for name in ("population", "customers")}
         (statistics,) = dask.compute(statistics)
         population = tables["population"].frame
-        histograms = cleaner.value_histograms_from_counts(statistics["population"][0], population.dtypes.to_dict())
+        histograms = cleaner.value_histograms_from_counts(
+            statistics["population"][0], population.dtypes.to_dict()
+        )
         scaler = ImputeScaler(encoder).fit_histograms(histograms)
     model = SegmentationModel(schema, cleaner, encoder, scaler)
     with session.stage("reduce"):

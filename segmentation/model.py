@@ -87,7 +87,9 @@ class SegmentationModel:
             lookups, start = [], 0
             for codes in code_indexes(self.schema, frame, self.encoder.columns):
                 features = self.encoder.sources_[codes.attribute.name]
-                lookups.append(_ColumnLookup(codes, slice(start, start + len(features)), self.scaler, features))
+                lookups.append(
+                    _ColumnLookup(codes, slice(start, start + len(features)), self.scaler, features)
+                )
                 start += len(features)
             cache[key] = lookups
         return cache[key]
@@ -96,7 +98,9 @@ class SegmentationModel:
         lookups = self._lookups(raw)
         columns = [raw[lookup.codes.attribute.name] for lookup in lookups]
         positions = [lookup.codes.positions(values) for lookup, values in zip(lookups, columns, strict=True)]
-        missing = sum(lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True))
+        missing = sum(
+            lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True)
+        )
         return lookups, columns, positions, self.cleaner.set_aside_from_missing(missing)
 
     def set_aside_partition(self, raw: pd.DataFrame) -> pd.DataFrame:
@@ -114,10 +118,9 @@ class SegmentationModel:
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
         for lookup, values, position in zip(lookups, columns, positions, strict=True):
-            if position is not None:
-                out[:, lookup.features] = lookup.table[position[kept]]
-            else:
-                out[:, lookup.features] = lookup.features_of(values[kept], None)
+            out[:, lookup.features] = lookup.features_of(
+                values[kept], None if position is None else position[kept]
+            )
         return aside, out
 
     def features_partition(self, raw: pd.DataFrame) -> np.ndarray:
