@@ -14,78 +14,13 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
+from .codes import Codebook, CodedBlock, CodeIndex, code_indexes
 from .scale import merge_histograms
 from .schema import Schema
 
 logger = logging.getLogger(__name__)
 
 ROW_HISTOGRAM_BINS = 20
-
-
-class CodeIndex:
-    """A column's stored values -> positions in its code domain, with unknown codes marked missing.
-
-    Integer codes map to ``value - low`` over the dense range of valid and unknown codes; categorical
-    codes map to their category position; missing values take the last position. ``recoded`` holds
-    the value each position stands for once unknown codes are missing, so a ``bincount`` of positions
-    is a value histogram and ``is_missing[positions]`` is the recoded missing mask, both without
-    materialising a recoded frame. Dates and unbounded numbers have no domain (``positions`` is None).
-    """
-
-    def __init__(self, attribute, dtype):
-        self.attribute = attribute
-        self.low = None
-        if isinstance(dtype, pd.CategoricalDtype):
-            domain = pd.Series(list(dtype.categories), dtype=dtype)
-            self.low = 0
-        elif attribute.codes and attribute.integer_coded:
-            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
-            self.low = min(codes)
-            domain = pd.Series(np.arange(self.low, max(codes) + 1), dtype=str(dtype))
-        if self.low is None:
-            return
-        as_text = domain.astype("string")
-        unknown = ~as_text.isin(attribute.codes).to_numpy()
-        self.recoded = pd.concat([domain.mask(unknown), pd.Series([None], dtype=domain.dtype)], ignore_index=True)
-        self.is_missing = np.append(unknown, True)
-
-    @property
-    def size(self) -> int:
-        return len(self.is_missing)
-
-    def positions(self, values: pd.Series) -> np.ndarray | None:
-        """Domain position of every value (the last position for missing); None without a domain."""
-        if self.low is None:
-            return None
-        if isinstance(values.dtype, pd.CategoricalDtype):
-            codes = values.cat.codes.to_numpy().astype("int64")
-            return np.where(codes < 0, self.size - 1, codes)
-        array = values.array
-        return np.where(np.asarray(array._mask), self.size - 1, np.asarray(array._data, dtype="int64") - self.low)
-
-    def missing(self, values: pd.Series, positions: np.ndarray | None) -> np.ndarray:
-        """The recoded missing mask (missing or an unknown code)."""
-        if positions is not None:
-            return self.is_missing[positions]
-        return values.isna().to_numpy()
-
-    def histogram(self, values: pd.Series, positions: np.ndarray | None):
-        """Counts per domain position (an array), or a value_counts Series for columns without a domain."""
-        if positions is not None:
-            return np.bincount(positions, minlength=self.size)
-        return values.value_counts(dropna=False, sort=False)
-
-    def value_histogram(self, counts) -> pd.Series:
-        """Counts per recoded value (missing as NaN), whatever form ``histogram`` returned."""
-        if isinstance(counts, pd.Series):
-            return counts
-        series = pd.Series(counts, index=pd.Index(self.recoded))
-        return series.groupby(level=0, dropna=False, sort=False, observed=False).sum()
-
-
-def code_indexes(schema: Schema, frame: pd.DataFrame, columns: list[str]) -> list[CodeIndex]:
-    """One CodeIndex per column, for the dtypes of ``frame``."""
-    return [CodeIndex(schema[c], frame[c].dtype) for c in columns]
 
 
 def partition_missing_counts(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
@@ -199,25 +134,22 @@ class Cleaner(BaseEstimator):
         """The set-aside mask from each row's count of missing kept columns."""
         return np.asarray(missing_per_row) / max(len(self.kept_columns_), 1) > self.row_missing_threshold
 
-    def partition_statistics(self, frame: pd.DataFrame) -> tuple[dict, np.ndarray]:
-        """Value counts of the kept rows per kept column, and the row missing-share histogram of all rows.
+    def block_statistics(self, codebook: Codebook, block: CodedBlock) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Value counts of the kept rows per kept column, the row missing-share histogram of all rows, and
+        the count of kept rows (an array of one, so that ``merge_statistics`` lists it per block).
 
-        Counts are per code position (``CodeIndex.histogram``) so partitions merge by addition; turn them
-        into value histograms with ``value_histograms_from_counts``.
+        Counts are per code position (``CodeIndex.histogram``) so blocks merge by addition; turn them into
+        value histograms with ``value_histograms_from_counts``.
         """
-        indexes = code_indexes(self.schema, frame, self.kept_columns_)
-        columns = [frame[index.attribute.name] for index in indexes]
-        positions = [index.positions(values) for index, values in zip(indexes, columns, strict=True)]
-        missing = np.zeros(len(frame), dtype="int64")
-        for index, values, position in zip(indexes, columns, positions, strict=True):
-            missing += index.missing(values, position)
-        share = missing / max(len(indexes), 1)
+        share = codebook.row_missing(block, self.kept_columns_) / max(len(self.kept_columns_), 1)
         kept = share <= self.row_missing_threshold
-        counts = {
-            index.attribute.name: index.histogram(values[kept], None if position is None else position[kept])
-            for index, values, position in zip(indexes, columns, positions, strict=True)
-        }
-        return counts, row_missing_histogram(pd.Series(share))
+        counts = codebook.histograms(block, kept, self.kept_columns_)
+        return counts, row_missing_histogram(pd.Series(share)), np.array([int(kept.sum())])
+
+    def partition_statistics(self, frame: pd.DataFrame) -> tuple[dict, np.ndarray, np.ndarray]:
+        """``block_statistics`` of a typed pandas partition."""
+        codebook = Codebook(self.schema)
+        return self.block_statistics(codebook, codebook.encode(frame))
 
     def value_histograms_from_counts(self, counts: dict, dtypes: dict) -> dict[str, pd.Series]:
         """Merged ``partition_statistics`` counts -> value histograms (what ``ImputeScaler`` fits on)."""
@@ -227,10 +159,10 @@ class Cleaner(BaseEstimator):
         }
 
 
-def merge_statistics(*parts: tuple[dict, np.ndarray]) -> tuple[dict, np.ndarray]:
-    """Add ``partition_statistics`` results (a tree reduction)."""
+def merge_statistics(*parts: tuple[dict, np.ndarray, np.ndarray]) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Add ``block_statistics`` results (a tree reduction); kept-row counts are listed in block order."""
     merged: dict = {}
-    for counts, _ in parts:
+    for counts, _, _ in parts:
         for column, value in counts.items():
             if column not in merged:
                 merged[column] = value
@@ -238,7 +170,7 @@ def merge_statistics(*parts: tuple[dict, np.ndarray]) -> tuple[dict, np.ndarray]
                 merged[column] = merge_histograms({column: merged[column]}, {column: value})[column]
             else:
                 merged[column] = merged[column] + value
-    return merged, sum(part[1] for part in parts)
+    return merged, sum(part[1] for part in parts), np.concatenate([part[2] for part in parts])
 
 
 def _recoded_meta(frame: dd.DataFrame, schema: Schema) -> pd.DataFrame:

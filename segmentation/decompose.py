@@ -40,18 +40,27 @@ logger = logging.getLogger(__name__)
 
 # Partial results merged per task in the tree reduction of GramPCA.
 _MERGE_EVERY = 8
+# Rows converted to float64 at a time in block_moments.
+_GRAM_ROWS = 4096
 _NOT_FINITE = "X contains NaN or infinite values; impute and scale before PCA"
 
 
 def block_moments(block: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """Row count, column means and centred scatter ``(B - mean).T @ (B - mean)`` of one block, in float64."""
-    block = np.asarray(block, dtype=np.float64)
+    """Row count, column means and centred scatter ``(B - mean).T @ (B - mean)`` of one block, in float64.
+
+    A float32 block is converted ``_GRAM_ROWS`` rows at a time, so the float64 copy stays small. (Products
+    in float32 are ~10x faster but lose the 1e-5 agreement with scikit-learn on the smallest eigenvalues.)
+    """
+    block = np.asarray(block)
     n_rows, n_features = block.shape
     if n_rows == 0:
         return 0, np.zeros(n_features), np.zeros((n_features, n_features))
-    mean = block.mean(axis=0)
-    centred = block - mean
-    return n_rows, mean, centred.T @ centred
+    mean = block.mean(axis=0, dtype=np.float64)
+    scatter = np.zeros((n_features, n_features))
+    for start in range(0, n_rows, _GRAM_ROWS):
+        centred = block[start : start + _GRAM_ROWS].astype(np.float64) - mean
+        scatter += centred.T @ centred
+    return n_rows, mean, scatter
 
 
 def merge_moments(*parts: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray]:

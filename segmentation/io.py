@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 
+from .codes import storage_dtype
 from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Table:
     frame: dd.DataFrame
     invalid_counts: dd.Series
     extra_columns: list[str] = field(default_factory=list)
+    parts: list = field(default_factory=list)  # per partition, a Delayed (typed frame, invalid counts Series)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -202,9 +204,12 @@ def read_table(
         raw = raw[keep]
         raws.append((file, raw))
     columns = [c for c in schema.columns(table) if all(c in r.columns for _, r in raws)]
-    frames, invalids = [], []
+    frames, invalids, parts = [], [], []
     for file, raw in raws:
         raw = raw[columns]
+        parts += [
+            dask.delayed(_typed_partition)(part, schema, file, strict, validate) for part in raw.to_delayed()
+        ]
         if not validate:
             meta = empty_typed_frame(schema, columns)
             frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
@@ -226,25 +231,28 @@ def read_table(
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
-    return Table(table, paths, frame, invalid, extras)
+    return Table(table, paths, frame, invalid, extras, parts)
+
+
+def _typed_partition(
+    raw: pd.DataFrame, schema: Schema, source: str, strict: bool, validate: bool
+) -> tuple[pd.DataFrame, pd.Series]:
+    """A raw partition -> (typed partition, invalid values per column), in one task."""
+    if not validate:
+        typed = _restore_dtypes(raw, empty_typed_frame(schema, list(raw.columns)))
+        return typed, pd.Series(0, index=raw.columns, dtype="int64")
+    typed = normalize_partition(raw, schema, source, strict)
+    return typed, invalid_value_counts(raw, typed).iloc[0]
 
 
 def _restore_dtypes(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    return frame.astype(meta.dtypes.to_dict())
+    differ = {c: t for c, t in meta.dtypes.items() if frame[c].dtype != t}
+    return frame.astype(differ) if differ else frame
 
 
 def empty_typed_frame(schema: Schema, columns: list[str]) -> pd.DataFrame:
     """A zero-row frame with each column's storage dtype (dask's meta)."""
     return pd.DataFrame({c: pd.Series(dtype=storage_dtype(schema[c])) for c in columns})
-
-
-def storage_dtype(attribute: Attribute):
-    """The pandas dtype a column is held in: nullable int, categorical of string codes, or datetime."""
-    if attribute.kind == "date":
-        return "datetime64[ns]"
-    if attribute.storage_dtype == "string":
-        return pd.CategoricalDtype(list(attribute.codes + attribute.unknown_codes))
-    return attribute.storage_dtype
 
 
 def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Series]:

@@ -20,17 +20,19 @@ from importlib import metadata
 from pathlib import Path
 
 import dask
+import dask.array as da
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
 from . import __version__, cluster, decompose
 from .clean import Cleaner, merge_statistics
+from .codes import Codebook, load_block, save_block, storage_dtype
 from .compare import compare_proportions
 from .config import JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
-from .io import RunFolder, Table, ingest, is_parquet, read_table
+from .io import RunFolder, Table, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
 from .runtime import load_profile, open_cluster
 from .scale import ImputeScaler
@@ -90,24 +92,68 @@ def _tree_reduce(parts: list, combine, width: int = 8):
     return parts[0]
 
 
-def _statistics(frame: dd.DataFrame, cleaner: Cleaner):
-    """Lazy: merged ``Cleaner.partition_statistics`` over all partitions (one pass)."""
-    parts = [dask.delayed(cleaner.partition_statistics)(p) for p in frame.to_delayed()]
-    return _tree_reduce(parts, merge_statistics)
+@dataclass
+class Blocks:
+    """A table's coded blocks (``codes.save_block`` files) in the run's scratch folder, in row order."""
+
+    paths: list[str]
+    rest_dtypes: dict
+    storage_options: dict
+
+    def load(self) -> list:
+        """One lazy load per block (fresh tasks: every pass reads the files again, nothing stays in memory)."""
+        return [dask.delayed(load_block, pure=False)(p, self.rest_dtypes, self.storage_options) for p in self.paths]
 
 
-def _feature_frame(frame: dd.DataFrame, model: SegmentationModel, method: str) -> dd.DataFrame:
-    names = (
-        [f"pc{i}" for i in range(model.pca.n_components_)]
-        if method == "reduced_partition"
-        else model.scaler.feature_names_
-    )
-    meta = pd.DataFrame({n: pd.Series(dtype="float32") for n in names})
+def _code_partition(part: tuple, codebook: Codebook, path: str, storage_options: dict) -> tuple:
+    """Typed partition -> coded block saved at ``path``; returns (missing counts, invalid counts)."""
+    typed, invalid = part
+    block = codebook.encode(typed)
+    save_block(block, path, storage_options)
+    return codebook.missing_counts(block), invalid
 
-    def to_frame(part: pd.DataFrame) -> pd.DataFrame:
-        return pd.DataFrame(getattr(model, method)(part), columns=names)
 
-    return frame.map_partitions(to_frame, meta=meta)
+def _add_counts(*parts: tuple) -> tuple:
+    return tuple(sum(values[1:], values[0]) for values in zip(*parts, strict=True))
+
+
+def _read_pass(tables: dict[str, Table], codebook: Codebook, work: str, storage: dict) -> tuple[dict, dict]:
+    """Parse, validate and code every partition of every table in one computation; returns
+    ``({table: Blocks}, {table: {"missing": Series, "invalid": {column: count}}})``."""
+    from fsspec.core import url_to_fs
+
+    shared = dask.delayed(codebook, traverse=False)
+    blocks, lazy = {}, {}
+    for name, table in tables.items():
+        folder = f"{str(work).rstrip('/')}/{name}"
+        fs, root = url_to_fs(folder, **storage)
+        fs.makedirs(root, exist_ok=True)
+        paths = [f"{folder}/{i:05d}.npz" for i in range(len(table.parts))]
+        parts = [
+            dask.delayed(_code_partition)(part, shared, path, storage)
+            for part, path in zip(table.parts, paths, strict=True)
+        ]
+        lazy[name] = _tree_reduce(parts, _add_counts)
+        blocks[name] = Blocks(paths, codebook.rest_dtypes, storage)
+    (counts,) = dask.compute(lazy)
+    first_pass = {
+        name: {"missing": missing, "invalid": {c: int(v) for c, v in invalid.items() if v}}
+        for name, (missing, invalid) in counts.items()
+    }
+    return blocks, first_pass
+
+
+def _block_array(blocks: list, function, rows: list[int], n_columns: int) -> da.Array:
+    """A row-blocked float32 Dask array: ``function(block)`` of each block, with its known row count."""
+    arrays = [
+        da.from_delayed(dask.delayed(function)(block), shape=(n, n_columns), dtype=np.float32)
+        for block, n in zip(blocks, rows, strict=True)
+    ]
+    return da.concatenate(arrays, axis=0)
+
+
+def _call(model: SegmentationModel, method: str, *args):
+    return getattr(model, method)(*args)
 
 
 def run_job(config: JobConfig) -> RunResult:
@@ -170,6 +216,7 @@ class Prepared:
     """What the passes before clustering produce."""
 
     tables: dict[str, Table]
+    blocks: dict[str, Blocks]
     first_pass: dict
     statistics: dict
     model: SegmentationModel
@@ -181,43 +228,51 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     """Read, clean, scale, reduce: everything up to the PCA coordinates persisted on the workers."""
     storage = session.profile.storage_options
     cleaner = Cleaner(schema, config.clean.column_missing_threshold, config.clean.row_missing_threshold)
+    codebook = Codebook(schema)
     with session.stage("read"):
         tables: dict[str, Table] = {
             name: read_table(path, schema, name, storage, config.blocksize, config.strict)
             for name, path in _inputs(config).items()
         }
-        first_pass = {}
-        for name, table in tables.items():
-            also = {"missing": cleaner.missing_counts(table.frame)}
-            if all(is_parquet(p) for p in table.paths):
-                invalid, extra = dask.compute(table.invalid_counts, also)
-                first_pass[name] = {"invalid": {c: int(v) for c, v in invalid.items() if v}, **extra}
-            else:
-                parquet = f"{str(work).rstrip('/')}/{name}.parquet"
-                summary, extra = ingest(table, parquet, storage, also=also)
-                first_pass[name] = {"invalid": summary["invalid_values"], **extra}
-                tables[name] = read_table(parquet, schema, name, storage, validate=False)
+        blocks, first_pass = _read_pass(tables, codebook, work, storage)
     with session.stage("clean"):
-        cleaner.fit(tables["population"].frame, missing=first_pass["population"]["missing"])
+        cleaner.fit(None, missing=first_pass["population"]["missing"])
         encoder = Encoder(schema, cleaner.kept_columns_).fit()
     with session.stage("scale"):
-        statistics = {name: _statistics(tables[name].frame, cleaner) for name in ("population", "customers")}
+        shared = dask.delayed(codebook, traverse=False)
+        statistics = {
+            name: _tree_reduce(
+                [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()], merge_statistics
+            )
+            for name in ("population", "customers")
+        }
         (statistics,) = dask.compute(statistics)
-        population = tables["population"].frame
         histograms = cleaner.value_histograms_from_counts(
-            statistics["population"][0], population.dtypes.to_dict()
+            statistics["population"][0], {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
         )
         scaler = ImputeScaler(encoder).fit_histograms(histograms)
-    model = SegmentationModel(schema, cleaner, encoder, scaler)
+    model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)
+    rows = [int(n) for n in statistics["population"][2]]
     with session.stage("reduce"):
-        features = _feature_frame(tables["population"].frame, model, "features_partition").to_dask_array()
+        shared_model = dask.delayed(model.compile(), traverse=False)
+        features = _block_array(
+            [dask.delayed(_call)(shared_model, "standardize_block", b) for b in blocks["population"].load()],
+            lambda pair: pair[1],
+            rows,
+            len(scaler.feature_names_),
+        )
         model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
     with session.stage("project"):
-        reduced = _feature_frame(tables["population"].frame, model, "reduced_partition").to_dask_array()
+        shared_model = dask.delayed(model, traverse=False)
+        reduced = _block_array(
+            [dask.delayed(_call)(shared_model, "reduced_block", b) for b in blocks["population"].load()],
+            np.asarray,
+            rows,
+            model.pca.n_components_,
+        )
         reduced = reduced.persist()
         session.progress(reduced)
-        reduced.compute_chunk_sizes()
-    return Prepared(tables, first_pass, statistics, model, reduced, work)
+    return Prepared(tables, blocks, first_pass, statistics, model, reduced, work)
 
 
 ELBOW_SEED_SAMPLE = 20_000
@@ -280,18 +335,23 @@ _ASSIGNMENT_META = pd.DataFrame(
 )
 
 
-def _assign_population(frame: dd.DataFrame, reduced, model: SegmentationModel) -> dd.DataFrame:
-    """Assign the population from the PCA coordinates already persisted for k-means (no recomputation):
-    partition i of the frame and block i of ``reduced`` hold the same rows."""
-    rows = frame.map_partitions(
-        model.set_aside_partition,
-        meta=pd.DataFrame({"LNR": pd.Series(dtype="int64"), "aside": pd.Series(dtype="bool")}),
-    )
-    blocks = reduced.to_delayed().ravel()
-    parts = [
-        dask.delayed(model.assign_reduced)(part, block, "population")
-        for part, block in zip(rows.to_delayed(), blocks, strict=True)
-    ]
+def _assign_population_block(model: SegmentationModel, block, reduced: np.ndarray) -> pd.DataFrame:
+    return model.assign_reduced(block.ids, model.set_aside_block(block), reduced, "population")
+
+
+def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
+    """``LNR, table, segment`` of every row of a table; the population's from the PCA coordinates already
+    persisted for k-means (block i of ``reduced`` holds the kept rows of block i)."""
+    shared = dask.delayed(prepared.model, traverse=False)
+    blocks = prepared.blocks[name].load()
+    if name == "population":
+        reduced = prepared.reduced.to_delayed().ravel()
+        parts = [
+            dask.delayed(_assign_population_block)(shared, block, coordinates)
+            for block, coordinates in zip(blocks, reduced, strict=True)
+        ]
+    else:
+        parts = [dask.delayed(_call)(shared, "assign_block", block, name) for block in blocks]
     return dd.from_delayed(parts, meta=_ASSIGNMENT_META, verify_meta=False)
 
 
@@ -316,11 +376,8 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         ).fit(reduced)
     with session.stage("assign"):
         lazy = {}
-        for name, table in tables.items():
-            if name == "population":
-                assigned = _assign_population(table.frame, reduced, model)
-            else:
-                assigned = table.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
+        for name in tables:
+            assigned = _assignments(prepared, name)
             lazy[name] = {
                 "write": assigned.to_parquet(
                     folder.url_for("assignments"),

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from . import cluster, decompose
-from .clean import Cleaner, CodeIndex, code_indexes
+from .clean import Cleaner
+from .codes import Codebook, CodedBlock, CodeIndex
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
@@ -48,9 +49,8 @@ class _ColumnLookup:
         values = np.where(np.isnan(values), self.fill, values)
         return ((values - self.mean) / self.scale).astype("float32")
 
-    def features_of(self, values: pd.Series, positions: np.ndarray | None) -> np.ndarray:
-        if positions is not None:
-            return self.table[positions]
+    def features_of(self, values: pd.Series) -> np.ndarray:
+        """Standardized features of a column without a code domain (no table), by arithmetic."""
         encoded = encode_column(values, self.codes.attribute).to_numpy(dtype="float64", na_value=np.nan)
         return self._standardize(encoded)
 
@@ -78,69 +78,93 @@ class SegmentationModel:
     scaler: ImputeScaler
     pca: object | None = None
     kmeans: object | None = None
+    codebook: Codebook | None = None  # built from the schema when not given
 
-    # ---------------------------------------------------------------- pure partition transforms
-    def _lookups(self, frame: pd.DataFrame) -> list[_ColumnLookup]:
-        key = tuple(str(frame[c].dtype) for c in self.encoder.columns)
-        cache = self.__dict__.setdefault("_lookup_cache", {})
-        if key not in cache:
-            lookups, start = [], 0
-            for codes in code_indexes(self.schema, frame, self.encoder.columns):
-                features = self.encoder.sources_[codes.attribute.name]
-                lookups.append(
-                    _ColumnLookup(codes, slice(start, start + len(features)), self.scaler, features)
-                )
-                start += len(features)
-            cache[key] = lookups
-        return cache[key]
+    def __post_init__(self):
+        if self.codebook is None:
+            self.codebook = Codebook(self.schema)
 
-    def _positions(self, raw: pd.DataFrame):
-        lookups = self._lookups(raw)
-        columns = [raw[lookup.codes.attribute.name] for lookup in lookups]
-        positions = [lookup.codes.positions(values) for lookup, values in zip(lookups, columns, strict=True)]
-        missing = sum(
-            lookup.codes.missing(v, p) for lookup, v, p in zip(lookups, columns, positions, strict=True)
+    # ---------------------------------------------------------------- pure block transforms
+    def compile(self) -> SegmentationModel:
+        """Build the lookup tables (done once on the client, so tasks receive them ready)."""
+        if "_gather" in self.__dict__:
+            return self
+        codebook, names = self.codebook, self.scaler.feature_names_
+        lookups = []
+        for column in self.encoder.columns:
+            features = self.encoder.sources_[column]
+            index = (
+                codebook.coded[codebook.column_index[column]]
+                if column in codebook.column_index
+                else CodeIndex(self.schema[column], None)
+            )
+            first = names.index(features[0])
+            lookups.append(_ColumnLookup(index, slice(first, first + len(features)), self.scaler, features))
+        coded = [lookup for lookup in lookups if lookup.table is not None]
+        # One gather for every coded feature: feature f reads flat[offset[f] + position of its column].
+        source, offset, columns, flat, start = [], [], [], [], 0
+        for lookup in coded:
+            j = codebook.column_index[lookup.codes.attribute.name]
+            for local, feature in enumerate(range(lookup.features.start, lookup.features.stop)):
+                source.append(j)
+                offset.append(start)
+                columns.append(feature)
+                flat.append(lookup.table[:, local])
+                start += len(lookup.table)
+        self.__dict__["_gather"] = (
+            np.asarray(source, dtype=np.intp),
+            np.asarray(offset, dtype=np.intp),
+            np.asarray(columns, dtype=np.intp),
+            np.concatenate(flat) if flat else np.zeros(0, dtype="float32"),
+            [lookup for lookup in lookups if lookup.table is None],
         )
-        return lookups, columns, positions, self.cleaner.set_aside_from_missing(missing)
+        return self
 
-    def set_aside_partition(self, raw: pd.DataFrame) -> pd.DataFrame:
-        """Raw typed partition -> ``LNR`` and the set-aside flag of every row (no features computed)."""
-        aside = self._positions(raw)[3]
-        return pd.DataFrame({"LNR": raw[self.schema.id_column].to_numpy(dtype="int64"), "aside": aside})
+    def set_aside_block(self, block: CodedBlock) -> np.ndarray:
+        """The set-aside mask of a coded block's rows."""
+        return self.cleaner.set_aside_from_missing(self.codebook.row_missing(block, self.cleaner.kept_columns_))
 
-    def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Raw typed partition -> (set-aside mask of every row, standardized float32 features of the others).
+    def standardize_block(self, block: CodedBlock) -> tuple[np.ndarray, np.ndarray]:
+        """Coded block -> (set-aside mask of every row, standardized float32 features of the others).
 
         Equivalent to recode -> set-aside -> encode -> impute -> scale (``Cleaner``, ``Encoder``,
-        ``ImputeScaler``), compiled into one table lookup per column.
+        ``ImputeScaler``), compiled into one gather from per-column lookup tables.
         """
-        lookups, columns, positions, aside = self._positions(raw)
+        source, offset, columns, flat, rest = self.compile().__dict__["_gather"]
+        aside = self.set_aside_block(block)
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
-        for lookup, values, position in zip(lookups, columns, positions, strict=True):
-            out[:, lookup.features] = lookup.features_of(
-                values[kept], None if position is None else position[kept]
-            )
+        gathered = flat[block.positions[kept][:, source].astype(np.intp) + offset]
+        if len(columns) == out.shape[1]:
+            out = gathered
+        else:
+            out[:, columns] = gathered
+        for lookup in rest:
+            out[:, lookup.features] = lookup.features_of(block.rest[lookup.codes.attribute.name][kept])
         return aside, out
 
-    def features_partition(self, raw: pd.DataFrame) -> np.ndarray:
-        """Raw typed partition -> standardized float32 features of its kept rows."""
-        return self.standardize_partition(raw)[1]
+    def reduced_block(self, block: CodedBlock) -> np.ndarray:
+        """Coded block -> PCA coordinates of its kept rows."""
+        return self.pca.transform_array(self.standardize_block(block)[1])
 
-    def reduced_partition(self, raw: pd.DataFrame) -> np.ndarray:
-        """Raw typed partition -> PCA coordinates of its kept rows."""
-        return self.pca.transform_array(self.features_partition(raw))
+    def assign_block(self, block: CodedBlock, table: str) -> pd.DataFrame:
+        """Coded block -> ``LNR, table, segment`` for every row (set-aside rows included)."""
+        aside, features = self.standardize_block(block)
+        labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
+        return assignments(block.ids, aside, labels, table)
+
+    def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """``standardize_block`` of a typed pandas partition."""
+        return self.standardize_block(self.codebook.encode(raw))
 
     def assign_partition(self, raw: pd.DataFrame, table: str) -> pd.DataFrame:
-        """Raw typed partition -> ``LNR, table, segment`` for every row (set-aside rows included)."""
-        aside, features = self.standardize_partition(raw)
-        labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
-        return assignments(raw[self.schema.id_column].to_numpy(dtype="int64"), aside, labels, table)
+        """``assign_block`` of a typed pandas partition."""
+        return self.assign_block(self.codebook.encode(raw), table)
 
-    def assign_reduced(self, rows: pd.DataFrame, reduced: np.ndarray, table: str) -> pd.DataFrame:
-        """``set_aside_partition`` rows plus the PCA coordinates of their kept rows -> assignments."""
+    def assign_reduced(self, ids: np.ndarray, aside: np.ndarray, reduced: np.ndarray, table: str) -> pd.DataFrame:
+        """Row ids, the set-aside mask and the PCA coordinates of the kept rows -> assignments."""
         labels = cluster.nearest_centre(reduced, self.kmeans.cluster_centers_)
-        return assignments(rows["LNR"].to_numpy(), rows["aside"].to_numpy(), labels, table)
+        return assignments(ids, aside, labels, table)
 
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path, attributes_text: str) -> None:

@@ -78,7 +78,7 @@ def test_partition_statistics_equal_recoded_value_counts(population, other_schem
     with dask.config.set(scheduler="sync"):
         cleaner = Cleaner(other_schema).fit(population)
         partitions = [p.compute() for p in population.to_delayed()]
-    merged, rows = merge_statistics(*[cleaner.partition_statistics(p) for p in partitions])
+    merged, rows, kept_rows = merge_statistics(*[cleaner.partition_statistics(p) for p in partitions])
     whole = pd.concat(partitions)
     histograms = cleaner.value_histograms_from_counts(merged, whole.dtypes.to_dict())
     recoded = unknown_to_missing(whole, other_schema)
@@ -89,5 +89,7 @@ def test_partition_statistics_equal_recoded_value_counts(population, other_schem
         theirs = expected[column][expected[column] > 0]
         assert dict(zip(ours.index.astype(str), ours, strict=False)) == dict(zip(theirs.index.astype(str), theirs, strict=False)), column
     assert rows.sum() == len(whole)
+    assert kept_rows.tolist() == [int((~cleaner.set_aside_mask(unknown_to_missing(p, other_schema))).sum()) for p in partitions]
+    assert kept_rows.sum() == len(kept)
     counts = partition_missing_counts(whole, other_schema).iloc[0]
     assert counts.drop("__rows__").to_dict() == recoded.isna().sum().to_dict()

@@ -1,0 +1,227 @@
+"""Partitions as code matrices: every feature value as its position in the column's code domain.
+
+The read pass turns each typed partition into a :class:`CodedBlock` once and saves it to the run's scratch
+folder; every later pass (statistics, PCA, projection, assignment) loads blocks and works on whole matrices
+with NumPy (one lookup for the missing mask of every cell, one ``bincount`` for every column's histogram,
+one gather for every standardized feature) instead of per-column pandas operations. A block of 13k Arvato
+rows is 9.5 MB of ``uint16`` positions.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import fsspec
+import numpy as np
+import pandas as pd
+
+from .schema import Schema
+
+POSITION_DTYPE = np.uint16
+
+
+class CodeIndex:
+    """A column's stored values -> positions in its code domain, with unknown codes marked missing.
+
+    Integer codes map to ``value - low`` over the dense range of valid and unknown codes; categorical
+    codes map to their category position; missing values take the last position. ``recoded`` holds
+    the value each position stands for once unknown codes are missing, so a ``bincount`` of positions
+    is a value histogram and ``is_missing[positions]`` is the recoded missing mask, both without
+    materialising a recoded frame. Dates and unbounded numbers have no domain (``positions`` is None).
+    """
+
+    def __init__(self, attribute, dtype):
+        self.attribute = attribute
+        self.low = None
+        if isinstance(dtype, pd.CategoricalDtype):
+            domain = pd.Series(list(dtype.categories), dtype=dtype)
+            self.low = 0
+        elif attribute.codes and attribute.integer_coded:
+            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
+            self.low = min(codes)
+            domain = pd.Series(np.arange(self.low, max(codes) + 1), dtype=str(dtype))
+        if self.low is None:
+            return
+        as_text = domain.astype("string")
+        unknown = ~as_text.isin(attribute.codes).to_numpy()
+        self.recoded = pd.concat([domain.mask(unknown), pd.Series([None], dtype=domain.dtype)], ignore_index=True)
+        self.is_missing = np.append(unknown, True)
+
+    @property
+    def size(self) -> int:
+        return len(self.is_missing)
+
+    def positions(self, values: pd.Series) -> np.ndarray | None:
+        """Domain position of every value (the last position for missing); None without a domain."""
+        if self.low is None:
+            return None
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            codes = values.cat.codes.to_numpy().astype("int64")
+            return np.where(codes < 0, self.size - 1, codes)
+        array = values.array
+        return np.where(np.asarray(array._mask), self.size - 1, np.asarray(array._data, dtype="int64") - self.low)
+
+    def missing(self, values: pd.Series, positions: np.ndarray | None) -> np.ndarray:
+        """The recoded missing mask (missing or an unknown code)."""
+        if positions is not None:
+            return self.is_missing[positions]
+        return values.isna().to_numpy()
+
+    def histogram(self, values: pd.Series, positions: np.ndarray | None):
+        """Counts per domain position (an array), or a value_counts Series for columns without a domain."""
+        if positions is not None:
+            return np.bincount(positions, minlength=self.size)
+        return values.value_counts(dropna=False, sort=False)
+
+    def value_histogram(self, counts) -> pd.Series:
+        """Counts per recoded value (missing as NaN), whatever form ``histogram`` returned."""
+        if isinstance(counts, pd.Series):
+            return counts
+        series = pd.Series(counts, index=pd.Index(self.recoded))
+        return series.groupby(level=0, dropna=False, sort=False, observed=False).sum()
+
+
+def storage_dtype(attribute):
+    """The pandas dtype a column is held in: nullable int, categorical of string codes, or datetime."""
+    if attribute.kind == "date":
+        return "datetime64[ns]"
+    if attribute.storage_dtype == "string":
+        return pd.CategoricalDtype(list(attribute.codes + attribute.unknown_codes))
+    return attribute.storage_dtype
+
+
+def code_indexes(schema: Schema, frame: pd.DataFrame, columns: list[str]) -> list[CodeIndex]:
+    """One CodeIndex per column, for the dtypes of ``frame``."""
+    return [CodeIndex(schema[c], frame[c].dtype) for c in columns]
+
+
+@dataclass
+class CodedBlock:
+    """One partition: row ids, the domain positions of its coded columns, and its other columns as typed."""
+
+    ids: np.ndarray  # int64 (n,)
+    positions: np.ndarray  # uint16 (n, len(Codebook.coded))
+    rest: pd.DataFrame  # the columns without a code domain (dates), storage dtypes, index 0..n-1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Codebook:
+    """The code domains of a schema's feature columns, laid end to end.
+
+    ``coded`` are the columns with a domain (position ``offsets[j] + p`` of the flat arrays stands for
+    position ``p`` of column ``j``); ``rest`` the few without one (dates), kept as typed values.
+    """
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.coded: list[CodeIndex] = []
+        self.rest: list[str] = []
+        for attribute in schema.features():
+            index = CodeIndex(attribute, storage_dtype(attribute))
+            if index.low is None:
+                self.rest.append(attribute.name)
+            else:
+                self.coded.append(index)
+        sizes = np.array([index.size for index in self.coded], dtype=np.int64)
+        too_wide = [i.attribute.name for i in self.coded if i.size > np.iinfo(POSITION_DTYPE).max]
+        if too_wide:
+            raise ValueError(f"code domains too wide for {POSITION_DTYPE.__name__} positions: {too_wide}")
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.sizes = sizes
+        self.is_missing = np.concatenate([index.is_missing for index in self.coded] or [np.zeros(0, bool)])
+        self.column_index = {index.attribute.name: j for j, index in enumerate(self.coded)}
+
+    @property
+    def columns(self) -> list[str]:
+        return [index.attribute.name for index in self.coded] + self.rest
+
+    @property
+    def rest_dtypes(self) -> dict:
+        """Storage dtype of each column without a domain (what ``load_block`` needs)."""
+        return {column: storage_dtype(self.schema[column]) for column in self.rest}
+
+    def encode(self, frame: pd.DataFrame) -> CodedBlock:
+        """A typed partition (storage dtypes, see ``io.read_table``) -> its coded block (pure)."""
+        positions = np.empty((len(frame), len(self.coded)), dtype=POSITION_DTYPE)
+        for j, index in enumerate(self.coded):
+            values = frame[index.attribute.name]
+            dtype = storage_dtype(index.attribute)
+            if values.dtype != dtype:
+                values = values.astype(dtype)
+            positions[:, j] = index.positions(values)
+        rest = frame[self.rest].reset_index(drop=True)
+        ids = frame[self.schema.id_column].to_numpy(dtype="int64")
+        return CodedBlock(ids, positions, rest)
+
+    def flat_positions(self, block: CodedBlock, columns: np.ndarray) -> np.ndarray:
+        """Positions of ``columns`` (indexes into ``coded``) in the flat domain arrays, as intp."""
+        return block.positions[:, columns].astype(np.intp) + self.offsets[columns]
+
+    def missing_counts(self, block: CodedBlock) -> pd.Series:
+        """Recoded missing values per feature column (missing or an unknown code), plus ``__rows__``."""
+        everything = np.arange(len(self.coded))
+        coded = self.is_missing[self.flat_positions(block, everything)].sum(axis=0)
+        counts = dict(zip([i.attribute.name for i in self.coded], coded.tolist(), strict=True))
+        counts.update({c: int(block.rest[c].isna().sum()) for c in self.rest})
+        counts["__rows__"] = len(block)
+        return pd.Series(counts, dtype="int64")
+
+    def row_missing(self, block: CodedBlock, columns: list[str]) -> np.ndarray:
+        """Each row's count of missing values over ``columns`` (names of feature columns)."""
+        coded = np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
+        count = self.is_missing[self.flat_positions(block, coded)].sum(axis=1, dtype=np.int64)
+        for column in columns:
+            if column not in self.column_index:
+                count += block.rest[column].isna().to_numpy()
+        return count
+
+    def histograms(self, block: CodedBlock, rows: np.ndarray, columns: list[str]) -> dict:
+        """Per column of ``columns``, counts per domain position over ``rows`` (a mask), in one bincount;
+        a value_counts Series for columns without a domain (see ``CodeIndex.histogram``)."""
+        coded = np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
+        flat = block.positions[rows][:, coded].astype(np.intp) + self.offsets[coded]
+        counts = np.bincount(flat.ravel(), minlength=len(self.is_missing))
+        out = {}
+        for column in columns:
+            if column in self.column_index:
+                j = self.column_index[column]
+                out[column] = counts[self.offsets[j] : self.offsets[j] + self.sizes[j]]
+            else:
+                out[column] = block.rest[column][rows].value_counts(dropna=False, sort=False)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- storage
+# Blocks are .npz files (no pickle: ``allow_pickle=False`` on load). Columns without a domain travel as
+# int64 nanoseconds (dates, NaT included) or float64 with NaN (numbers without listed codes).
+
+
+def save_block(block: CodedBlock, path: str, storage_options: dict | None = None) -> None:
+    """Write a block to ``path`` (a local path or fsspec URL)."""
+    arrays = {"ids": block.ids, "positions": block.positions}
+    for i, column in enumerate(block.rest.columns):
+        values = block.rest[column]
+        if values.dtype.kind == "M":
+            arrays[f"rest{i}"] = values.to_numpy(dtype="datetime64[ns]").view("int64")
+        else:
+            arrays[f"rest{i}"] = values.to_numpy(dtype="float64", na_value=np.nan)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with fsspec.open(path, "wb", **(storage_options or {})) as handle:
+        handle.write(buffer.getvalue())
+
+
+def load_block(path: str, rest_dtypes: dict, storage_options: dict | None = None) -> CodedBlock:
+    """Read a block ``save_block`` wrote; ``rest_dtypes`` is ``Codebook.rest_dtypes``."""
+    with fsspec.open(path, "rb", **(storage_options or {})) as handle:
+        data = np.load(io.BytesIO(handle.read()), allow_pickle=False)
+    rest = {}
+    for i, (column, dtype) in enumerate(rest_dtypes.items()):
+        values = data[f"rest{i}"]
+        rest[column] = (
+            values.view("datetime64[ns]") if values.dtype.kind == "i" else pd.Series(values).astype(dtype)
+        )
+    return CodedBlock(data["ids"], data["positions"], pd.DataFrame(rest, index=pd.RangeIndex(len(data["ids"]))))
