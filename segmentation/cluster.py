@@ -344,9 +344,17 @@ def recommend_k(ks: Iterable[int], sse: Iterable[float]) -> int:
 
 
 def _row_sample(X: da.Array, size: int, random_state: int | None) -> np.ndarray:
+    """``size`` rows drawn uniformly without replacement, in row order. Each block gives its rows to the
+    client directly (no worker gathers the whole sample)."""
     n_rows = int(X.shape[0])
     rows = np.sort(np.random.default_rng(random_state).choice(n_rows, size=min(size, n_rows), replace=False))
-    return X[rows].compute()
+    bounds = np.cumsum((0, *X.chunks[0]))
+    pieces = []
+    for i, block in enumerate(X.to_delayed().ravel()):
+        taken = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
+        if len(taken):
+            pieces.append(dask.delayed(np.take)(block, taken, axis=0))
+    return np.concatenate(dask.compute(*pieces))
 
 
 def _sample_silhouette(sample: np.ndarray | None, centers: np.ndarray) -> float:

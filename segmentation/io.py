@@ -102,13 +102,15 @@ def _csv_dtypes(schema: Schema, columns: Iterable[str]) -> dict[str, str]:
 
 
 def _parse_block(
-    block: bytes, names: list[str], dtypes: dict[str, str], sep: str, first: bool, source: str
+    block: bytes, layout: tuple[list[str], dict[str, str]], sep: str, first: bool, source: str
 ) -> pd.DataFrame:
     """Parse one byte block of a CSV with pyarrow (4x pandas' C parser, one thread per block).
 
     A value the typed parse rejects (text in an integer-coded column) falls back to reading that block
-    as text; ``normalize_partition`` then reports the value and its row.
+    as text; ``normalize_partition`` then reports the value and its row. ``layout`` is (column names,
+    dtypes).
     """
+    names, dtypes = layout
     read_options = pacsv.ReadOptions(
         column_names=names,
         skip_rows=1 if first else 0,
@@ -151,20 +153,12 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     )
     file_blocks = blocks[0]
     empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
-    parts = [
-        dd.from_delayed(
-            [
-                dask.delayed(_parse_block)(b, names, dtypes, sep, i == 0, path)
-                for i, b in enumerate(file_blocks)
-            ],
-            meta=empty,
-            verify_meta=False,
-        )
-    ]
-    raw = parts[0]
+    layout = dask.delayed((names, dtypes), traverse=False)
+    parsed = [dask.delayed(_parse_block)(b, layout, sep, i == 0, path) for i, b in enumerate(file_blocks)]
+    raw = dd.from_delayed(parsed, meta=empty, verify_meta=False)
     if leading_index:
         raw = raw.drop(columns="__index__")
-    return raw
+    return raw, parsed
 
 
 def read_table(
@@ -193,8 +187,10 @@ def read_table(
             missing = [c for c in schema.columns(table) if schema[c].kind != "extra" and c not in raw.columns]
             if missing:
                 raise InputError(f"{file}: required column(s) missing: {', '.join(missing[:10])}")
+            parsed = list(raw.to_delayed())
         else:
-            raw = _read_csv(file, schema, table, storage_options, blocksize, sep)
+            # The parse tasks themselves, so the job's own pass skips dask's conversion of text columns.
+            raw, parsed = _read_csv(file, schema, table, storage_options, blocksize, sep)
         unknown = [c for c in raw.columns if c not in schema]
         if unknown:
             logger.warning(
@@ -202,14 +198,14 @@ def read_table(
             )
         keep = [c for c in raw.columns if c in schema]
         raw = raw[keep]
-        raws.append((file, raw))
-    columns = [c for c in schema.columns(table) if all(c in r.columns for _, r in raws)]
+        raws.append((file, raw, parsed))
+    columns = [c for c in schema.columns(table) if all(c in r.columns for _, r, _ in raws)]
     frames, invalids, parts = [], [], []
-    for file, raw in raws:
+    # One graph key for the schema and the column list: a delayed call otherwise walks them for every part.
+    shared = dask.delayed((schema, columns), traverse=False)
+    for file, raw, parsed in raws:
         raw = raw[columns]
-        parts += [
-            dask.delayed(_typed_partition)(part, schema, file, strict, validate) for part in raw.to_delayed()
-        ]
+        parts += [dask.delayed(_typed_partition)(p, shared, file, strict, validate) for p in parsed]
         if not validate:
             meta = empty_typed_frame(schema, columns)
             frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
@@ -235,9 +231,11 @@ def read_table(
 
 
 def _typed_partition(
-    raw: pd.DataFrame, schema: Schema, source: str, strict: bool, validate: bool
+    raw: pd.DataFrame, shared: tuple[Schema, list[str]], source: str, strict: bool, validate: bool
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """A raw partition -> (typed partition, invalid values per column), in one task."""
+    """A raw partition -> (typed ``columns``, invalid values per column), in one task."""
+    schema, columns = shared
+    raw = raw[columns]
     if not validate:
         typed = _restore_dtypes(raw, empty_typed_frame(schema, list(raw.columns)))
         return typed, pd.Series(0, index=raw.columns, dtype="int64")

@@ -1,12 +1,16 @@
 """A job spec -> the stages, wired: read, clean, encode, scale, reduce, cluster, assign, compare, describe.
 
 Passes over the population (each a Dask computation that brings only small results to the client):
-1. read (CSV is converted to Parquet in the same pass), with invalid values and missing values counted;
+1. read: parse, validate and code every partition (saved as blocks), counting invalid and missing values;
 2. value histograms of the kept rows (impute + scale statistics) and the per-row missing histogram;
 3. the PCA fit (one pass for the exact Gram solver);
-4. the projection, persisted on the workers for k-means (the only data held in cluster memory);
+4. the projection, written to the scratch folder block by block, which k-means reads once per iteration;
 5. assignment of every row of every table, written as Parquet, with segment counts (the population's
-   from the persisted projection, without recomputing it).
+   from the saved projection, without recomputing it).
+
+The first pass codes every partition into a matrix of code positions (``codes``) saved in the scratch
+folder; the later passes read those blocks, never the input again. Nothing is held in cluster memory
+between passes, so memory does not grow with the table.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from pathlib import Path
 import dask
 import dask.array as da
 import dask.dataframe as dd
+import fsspec
 import numpy as np
 import pandas as pd
+from fsspec.core import url_to_fs
 
 from . import __version__, cluster, decompose
 from .clean import Cleaner, merge_statistics
@@ -102,7 +108,18 @@ class Blocks:
 
     def load(self) -> list:
         """One lazy load per block (fresh tasks: every pass reads the files again, nothing stays in memory)."""
-        return [dask.delayed(load_block, pure=False)(p, self.rest_dtypes, self.storage_options) for p in self.paths]
+        return [
+            dask.delayed(load_block, pure=False)(p, self.rest_dtypes, self.storage_options)
+            for p in self.paths
+        ]
+
+
+def _scratch_folder(work: str, name: str, storage_options: dict) -> str:
+    """``work/name``, created (object stores need nothing created)."""
+    folder = f"{str(work).rstrip('/')}/{name}"
+    fs, path = url_to_fs(folder, **storage_options)
+    fs.makedirs(path, exist_ok=True)
+    return folder
 
 
 def _code_partition(part: tuple, codebook: Codebook, path: str, storage_options: dict) -> tuple:
@@ -120,14 +137,10 @@ def _add_counts(*parts: tuple) -> tuple:
 def _read_pass(tables: dict[str, Table], codebook: Codebook, work: str, storage: dict) -> tuple[dict, dict]:
     """Parse, validate and code every partition of every table in one computation; returns
     ``({table: Blocks}, {table: {"missing": Series, "invalid": {column: count}}})``."""
-    from fsspec.core import url_to_fs
-
     shared = dask.delayed(codebook, traverse=False)
     blocks, lazy = {}, {}
     for name, table in tables.items():
-        folder = f"{str(work).rstrip('/')}/{name}"
-        fs, root = url_to_fs(folder, **storage)
-        fs.makedirs(root, exist_ok=True)
+        folder = _scratch_folder(work, name, storage)
         paths = [f"{folder}/{i:05d}.npz" for i in range(len(table.parts))]
         parts = [
             dask.delayed(_code_partition)(part, shared, path, storage)
@@ -225,7 +238,7 @@ class Prepared:
 
 
 def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
-    """Read, clean, scale, reduce: everything up to the PCA coordinates persisted on the workers."""
+    """Read, clean, scale, reduce: everything up to the PCA coordinates saved in the scratch folder."""
     storage = session.profile.storage_options
     cleaner = Cleaner(schema, config.clean.column_missing_threshold, config.clean.row_missing_threshold)
     codebook = Codebook(schema)
@@ -242,7 +255,8 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
         shared = dask.delayed(codebook, traverse=False)
         statistics = {
             name: _tree_reduce(
-                [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()], merge_statistics
+                [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()],
+                merge_statistics,
             )
             for name in ("population", "customers")
         }
@@ -264,15 +278,28 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
         model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
     with session.stage("project"):
         shared_model = dask.delayed(model, traverse=False)
-        reduced = _block_array(
-            [dask.delayed(_call)(shared_model, "reduced_block", b) for b in blocks["population"].load()],
-            np.asarray,
-            rows,
-            model.pca.n_components_,
-        )
-        reduced = reduced.persist()
-        session.progress(reduced)
+        paths = [f"{_scratch_folder(work, 'reduced', storage)}/{i:05d}.npy" for i in range(len(rows))]
+        writes = [
+            dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage)
+            for b, path in zip(blocks["population"].load(), paths, strict=True)
+        ]
+        dask.compute(writes)
+        # Read back block by block by every later pass (k-means iterations included): the coordinates stay
+        # on disk (or in object storage), never in cluster memory, whatever the size of the table.
+        name = f"reduced-{dask.base.tokenize(paths)}"
+        graph = {(name, i, 0): (_load_array, path, storage) for i, path in enumerate(paths)}
+        reduced = da.Array(graph, name, chunks=(tuple(rows), (model.pca.n_components_,)), dtype=np.float32)
     return Prepared(tables, blocks, first_pass, statistics, model, reduced, work)
+
+
+def _save_array(array: np.ndarray, path: str, storage_options: dict) -> None:
+    with fsspec.open(path, "wb", **storage_options) as handle:
+        np.save(handle, np.asarray(array), allow_pickle=False)
+
+
+def _load_array(path: str, storage_options: dict) -> np.ndarray:
+    with fsspec.open(path, "rb", **storage_options) as handle:
+        return np.load(handle, allow_pickle=False)
 
 
 ELBOW_SEED_SAMPLE = 20_000
@@ -341,7 +368,7 @@ def _assign_population_block(model: SegmentationModel, block, reduced: np.ndarra
 
 def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
     """``LNR, table, segment`` of every row of a table; the population's from the PCA coordinates already
-    persisted for k-means (block i of ``reduced`` holds the kept rows of block i)."""
+    saved for k-means (block i of ``reduced`` holds the kept rows of block i)."""
     shared = dask.delayed(prepared.model, traverse=False)
     blocks = prepared.blocks[name].load()
     if name == "population":
@@ -390,7 +417,6 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
                 "counts": assigned["segment"].value_counts(split_out=1),
             }
         (computed,) = dask.compute(lazy)
-        del reduced, prepared  # release the persisted coordinates on the workers
     with session.stage("compare"):
         segments = segment_names(k)
         counts = {name: computed[name]["counts"].reindex(segments, fill_value=0) for name in tables}

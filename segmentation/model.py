@@ -113,7 +113,7 @@ class SegmentationModel:
                 start += len(lookup.table)
         self.__dict__["_gather"] = (
             np.asarray(source, dtype=np.intp),
-            np.asarray(offset, dtype=np.intp),
+            np.asarray(offset, dtype=np.int32),
             np.asarray(columns, dtype=np.intp),
             np.concatenate(flat) if flat else np.zeros(0, dtype="float32"),
             [lookup for lookup in lookups if lookup.table is None],
@@ -122,7 +122,9 @@ class SegmentationModel:
 
     def set_aside_block(self, block: CodedBlock) -> np.ndarray:
         """The set-aside mask of a coded block's rows."""
-        return self.cleaner.set_aside_from_missing(self.codebook.row_missing(block, self.cleaner.kept_columns_))
+        return self.cleaner.set_aside_from_missing(
+            self.codebook.row_missing(block, self.cleaner.kept_columns_)
+        )
 
     def standardize_block(self, block: CodedBlock) -> tuple[np.ndarray, np.ndarray]:
         """Coded block -> (set-aside mask of every row, standardized float32 features of the others).
@@ -134,7 +136,9 @@ class SegmentationModel:
         aside = self.set_aside_block(block)
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
-        gathered = flat[block.positions[kept][:, source].astype(np.intp) + offset]
+        index = block.positions[kept][:, source].astype(np.int32)
+        index += offset
+        gathered = flat[index]
         if len(columns) == out.shape[1]:
             out = gathered
         else:
@@ -161,7 +165,9 @@ class SegmentationModel:
         """``assign_block`` of a typed pandas partition."""
         return self.assign_block(self.codebook.encode(raw), table)
 
-    def assign_reduced(self, ids: np.ndarray, aside: np.ndarray, reduced: np.ndarray, table: str) -> pd.DataFrame:
+    def assign_reduced(
+        self, ids: np.ndarray, aside: np.ndarray, reduced: np.ndarray, table: str
+    ) -> pd.DataFrame:
         """Row ids, the set-aside mask and the PCA coordinates of the kept rows -> assignments."""
         labels = cluster.nearest_centre(reduced, self.kmeans.cluster_centers_)
         return assignments(ids, aside, labels, table)

@@ -87,9 +87,13 @@ def test_partition_statistics_equal_recoded_value_counts(population, other_schem
     for column in cleaner.kept_columns_:
         ours = histograms[column][histograms[column] > 0]
         theirs = expected[column][expected[column] > 0]
-        assert dict(zip(ours.index.astype(str), ours, strict=False)) == dict(zip(theirs.index.astype(str), theirs, strict=False)), column
+        assert dict(zip(ours.index.astype(str), ours, strict=False)) == dict(
+            zip(theirs.index.astype(str), theirs, strict=False)
+        ), column
     assert rows.sum() == len(whole)
-    assert kept_rows.tolist() == [int((~cleaner.set_aside_mask(unknown_to_missing(p, other_schema))).sum()) for p in partitions]
+    assert kept_rows.tolist() == [
+        int((~cleaner.set_aside_mask(unknown_to_missing(p, other_schema))).sum()) for p in partitions
+    ]
     assert kept_rows.sum() == len(kept)
     counts = partition_missing_counts(whole, other_schema).iloc[0]
     assert counts.drop("__rows__").to_dict() == recoded.isna().sum().to_dict()
