@@ -136,6 +136,50 @@ class Codebook:
         self.sizes = sizes
         self.is_missing = np.concatenate([index.is_missing for index in self.coded] or [np.zeros(0, bool)])
         self.column_index = {index.attribute.name: j for j, index in enumerate(self.coded)}
+        # Integer-coded columns, checked as one matrix by positions_of_numbers.
+        self._numeric = np.array(
+            [
+                j
+                for j, i in enumerate(self.coded)
+                if not isinstance(storage_dtype(i.attribute), pd.CategoricalDtype)
+            ],
+            dtype=np.intp,
+        )
+        self._low = np.array([self.coded[j].low for j in self._numeric], dtype=np.float64)
+        codes = [
+            np.isin(
+                np.arange(self.coded[j].size - 1) + self.coded[j].low, self._listed(self.coded[j].attribute)
+            )
+            for j in self._numeric
+        ]
+        self._listed_flat = np.concatenate([*codes, [False]])  # valid or unknown code, per domain position
+        self._listed_offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])[:-1]]).astype(np.int32)
+
+    @staticmethod
+    def _listed(attribute) -> np.ndarray:
+        return np.array([int(c) for c in attribute.codes + attribute.unknown_codes], dtype=np.int64)
+
+    @property
+    def numeric_columns(self) -> list[str]:
+        """The integer-coded columns with a domain (all but text codes, ids, dates and extras)."""
+        return [self.coded[j].attribute.name for j in self._numeric]
+
+    def positions_of_numbers(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Parsed values of ``numeric_columns`` (float, NaN for empty) -> (domain positions, invalid mask).
+
+        A value is valid when it is one of the column's listed (valid or unknown) codes; anything else
+        present is invalid and, like an empty cell, takes the missing position.
+        """
+        sizes = self.sizes[self._numeric].astype(np.int32)
+        with np.errstate(invalid="ignore"):  # NaN and huge values cast to garbage, masked by `whole`
+            shift = values - self._low
+            position = shift.astype(np.int32)
+            whole = (position == shift) & (position >= 0) & (position < sizes - 1)
+        index = position + self._listed_offsets
+        index[~whole] = -1  # the last entry of _listed_flat is False
+        valid = self._listed_flat[index]
+        positions = np.where(valid, position, sizes - 1).astype(POSITION_DTYPE)
+        return positions, ~np.isnan(values) & ~valid
 
     @property
     def columns(self) -> list[str]:
@@ -146,10 +190,19 @@ class Codebook:
         """Storage dtype of each column without a domain (what ``load_block`` needs)."""
         return {column: storage_dtype(self.schema[column]) for column in self.rest}
 
-    def encode(self, frame: pd.DataFrame) -> CodedBlock:
-        """A typed partition (storage dtypes, see ``io.read_table``) -> its coded block (pure)."""
+    def encode(self, frame: pd.DataFrame, positions: np.ndarray | None = None) -> CodedBlock:
+        """A typed partition (storage dtypes, see ``io.read_table``) -> its coded block (pure).
+
+        ``positions`` may give those of ``numeric_columns`` already (``positions_of_numbers``); ``frame``
+        then needs only the other columns.
+        """
+        given = positions
         positions = np.empty((len(frame), len(self.coded)), dtype=POSITION_DTYPE)
+        if given is not None:
+            positions[:, self._numeric] = given
         for j, index in enumerate(self.coded):
+            if given is not None and index.attribute.name not in frame.columns:
+                continue
             values = frame[index.attribute.name]
             dtype = storage_dtype(index.attribute)
             if values.dtype != dtype:

@@ -31,7 +31,7 @@ import pyarrow.csv as pacsv
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 
-from .codes import storage_dtype
+from .codes import Codebook, CodedBlock, storage_dtype
 from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,10 @@ class Table:
     frame: dd.DataFrame
     invalid_counts: dd.Series
     extra_columns: list[str] = field(default_factory=list)
-    parts: list = field(default_factory=list)  # per partition, a Delayed (typed frame, invalid counts Series)
+    # Per partition: (source file, Delayed raw partition of the schema's columns), for ``code_partition``.
+    parts: list = field(default_factory=list)
+    validate: bool = True
+    strict: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -201,11 +204,9 @@ def read_table(
         raws.append((file, raw, parsed))
     columns = [c for c in schema.columns(table) if all(c in r.columns for _, r, _ in raws)]
     frames, invalids, parts = [], [], []
-    # One graph key for the schema and the column list: a delayed call otherwise walks them for every part.
-    shared = dask.delayed((schema, columns), traverse=False)
     for file, raw, parsed in raws:
         raw = raw[columns]
-        parts += [dask.delayed(_typed_partition)(p, shared, file, strict, validate) for p in parsed]
+        parts += [(file, dask.delayed(_select)(p, columns)) for p in parsed]
         if not validate:
             meta = empty_typed_frame(schema, columns)
             frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
@@ -227,20 +228,47 @@ def read_table(
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
-    return Table(table, paths, frame, invalid, extras, parts)
+    return Table(table, paths, frame, invalid, extras, parts, validate, strict)
 
 
-def _typed_partition(
-    raw: pd.DataFrame, shared: tuple[Schema, list[str]], source: str, strict: bool, validate: bool
-) -> tuple[pd.DataFrame, pd.Series]:
-    """A raw partition -> (typed ``columns``, invalid values per column), in one task."""
-    schema, columns = shared
-    raw = raw[columns]
+def _select(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return raw[columns]
+
+
+def code_partition(
+    raw: pd.DataFrame, codebook: Codebook, source: str, strict: bool = False, validate: bool = True
+) -> tuple[CodedBlock, pd.Series]:
+    """A raw partition (as parsed) -> (its coded block, invalid values per column), without a typed frame.
+
+    Equivalent to ``codebook.encode(normalize_partition(raw))`` with ``invalid_value_counts``, but the
+    integer-coded columns (nearly all) are checked against their code domains as one float matrix
+    (``Codebook.positions_of_numbers``); the few others (ids, text codes, dates, extras) go through
+    ``_classify``. A partition parsed as text (the fallback of ``_parse_block``), and any invalid value
+    under ``strict`` or in the id column, take the column-by-column path, which names the value at fault.
+    """
+    schema = codebook.schema
     if not validate:
         typed = _restore_dtypes(raw, empty_typed_frame(schema, list(raw.columns)))
-        return typed, pd.Series(0, index=raw.columns, dtype="int64")
-    typed = normalize_partition(raw, schema, source, strict)
-    return typed, invalid_value_counts(raw, typed).iloc[0]
+        return codebook.encode(typed), pd.Series(0, index=raw.columns, dtype="int64")
+    numeric = codebook.numeric_columns
+    if not all(raw[c].dtype.kind == "f" for c in numeric):
+        typed = normalize_partition(raw, schema, source, strict)
+        return codebook.encode(typed), invalid_value_counts(raw, typed).iloc[0]
+    values = raw[numeric].to_numpy(dtype="float64")
+    positions, invalid_numeric = codebook.positions_of_numbers(values)
+    invalid = dict(zip(numeric, invalid_numeric.sum(axis=0).tolist(), strict=True))
+    others = {}
+    for column in raw.columns:
+        if column in invalid:
+            continue
+        typed, bad = _classify(raw[column], schema[column])
+        others[column] = typed
+        invalid[column] = int(bad.sum())
+    if (strict and any(invalid.values())) or invalid.get(schema.id_column):
+        normalize_partition(raw, schema, source, strict)  # raises, naming the file, column, row and value
+    frame = pd.DataFrame(others, index=raw.index)
+    block = codebook.encode(frame, positions=positions)
+    return block, pd.Series(invalid, dtype="int64")[list(raw.columns)]
 
 
 def _restore_dtypes(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
@@ -282,9 +310,16 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         data = np.where(valid, numbers, 0).astype(attribute.storage_dtype.lower())
         typed = pd.Series(pd.arrays.IntegerArray(data, ~valid), index=raw.index)
         return typed, present & ~valid
-    text = raw.astype("string").str.strip().str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
-    dtype = storage_dtype(attribute)
-    typed = text.astype(object).where(text.notna(), None).astype(dtype)
+    # Text codes: canonicalise each distinct value once (a column holds a few dozen), then map.
+    distinct = raw.dropna().unique()
+    canonical = (
+        pd.Series(distinct, dtype=object)
+        .astype("string")
+        .str.strip()
+        .str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
+    )
+    text = raw.map(dict(zip(distinct, canonical.astype(object).where(canonical.notna(), None), strict=True)))
+    typed = text.astype(storage_dtype(attribute))
     invalid = present & typed.isna()
     return typed, invalid
 

@@ -38,7 +38,7 @@ from .compare import compare_proportions
 from .config import JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
-from .io import RunFolder, Table, read_table
+from .io import RunFolder, Table, code_partition, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
 from .runtime import load_profile, open_cluster
 from .scale import ImputeScaler
@@ -122,11 +122,13 @@ def _scratch_folder(work: str, name: str, storage_options: dict) -> str:
     return folder
 
 
-def _code_partition(part: tuple, codebook: Codebook, path: str, storage_options: dict) -> tuple:
-    """Typed partition -> coded block saved at ``path``; returns (missing counts, invalid counts)."""
-    typed, invalid = part
-    block = codebook.encode(typed)
-    save_block(block, path, storage_options)
+def _code_partition(
+    raw: pd.DataFrame, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict
+):
+    """Raw partition -> coded block saved at ``path``; returns (missing counts, invalid counts).
+    ``checks`` is (strict, validate) of the table."""
+    block, invalid = code_partition(raw, codebook, source, *checks)
+    save_block(block, path, storage)
     return codebook.missing_counts(block), invalid
 
 
@@ -142,9 +144,10 @@ def _read_pass(tables: dict[str, Table], codebook: Codebook, work: str, storage:
     for name, table in tables.items():
         folder = _scratch_folder(work, name, storage)
         paths = [f"{folder}/{i:05d}.npz" for i in range(len(table.parts))]
+        checks = (table.strict, table.validate)
         parts = [
-            dask.delayed(_code_partition)(part, shared, path, storage)
-            for part, path in zip(table.parts, paths, strict=True)
+            dask.delayed(_code_partition)(raw, shared, source, checks, path, storage)
+            for (source, raw), path in zip(table.parts, paths, strict=True)
         ]
         lazy[name] = _tree_reduce(parts, _add_counts)
         blocks[name] = Blocks(paths, codebook.rest_dtypes, storage)

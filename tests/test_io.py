@@ -5,7 +5,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation.io import InputError, RunFolder, ingest, read_table
+from segmentation.io import (
+    InputError,
+    RunFolder,
+    _csv_dtypes,
+    ingest,
+    normalize_partition,
+    read_header,
+    read_table,
+)
+from segmentation.schema import load_schema
+from segmentation.synth import generate
 
 from .conftest import other_vendor_frame
 
@@ -144,3 +154,37 @@ def test_ragged_row_names_the_file(tmp_path, other_schema):
         handle.write("1;2;3\n")
     with pytest.raises(InputError, match=r"population.csv: malformed CSV: .*columns"):
         read_table(path, other_schema).frame.compute()
+
+
+def test_code_partition_equals_the_typed_path(tmp_path):
+    """The matrix check of integer codes gives the same positions and invalid counts as normalize + encode,
+    with invalid values (out of range, not listed, fractional) in both integer and text columns."""
+    from segmentation.codes import Codebook
+    from segmentation.io import code_partition, invalid_value_counts
+
+    generate(tmp_path, rows=2000, customers_rows=10, mailout_rows=10, seed=4)
+    schema = load_schema()
+    path = tmp_path / "population.csv"
+    raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
+    raw = raw[[c for c in schema.columns("population") if c in raw.columns]]
+    numeric = [c for c in raw.columns if raw[c].dtype.kind == "f" and schema[c].kind not in ("id",)]
+    rng = np.random.default_rng(0)
+    for column in rng.choice(numeric, 20, replace=False):
+        rows = rng.choice(len(raw), 5, replace=False)
+        raw.loc[rows[:2], column] = 1000.0  # out of every domain
+        raw.loc[rows[2:4], column] = 1.5  # not a whole number
+        raw.loc[rows[4], column] = -7.0  # below the domain
+    text = next(c for c in raw.columns if raw[c].dtype == object and schema[c].kind not in ("date", "extra"))
+    raw.loc[3, text] = "bogus"
+    codebook = Codebook(schema)
+    block, invalid = code_partition(raw, codebook, str(path))
+    typed = normalize_partition(raw, schema, str(path), strict=False)
+    expected = codebook.encode(typed)
+    np.testing.assert_array_equal(block.positions, expected.positions)
+    np.testing.assert_array_equal(block.ids, expected.ids)
+    pd.testing.assert_frame_equal(block.rest, expected.rest)
+    expected_invalid = invalid_value_counts(raw, typed).iloc[0]
+    assert invalid.to_dict() == expected_invalid.to_dict()
+    assert invalid.sum() >= 20 * 5 + 1
+    with pytest.raises(InputError, match="column"):
+        code_partition(raw, codebook, str(path), strict=True)
