@@ -1,10 +1,11 @@
 """Every read and write: tables from CSV or Parquet (local paths, globs or fsspec URLs), validation against
 the schema, CSV -> Parquet ingest, and the run folder that only appears once complete.
 
-Reading a CSV parses each byte block once with pandas' C parser (integer-coded columns as float64, string
-columns as text), then ``normalize_partition`` turns every column into its compact storage dtype (the
-smallest nullable integer that holds its codes, or a categorical of its string codes), so the CAMEO
-``X``/``XX`` columns never fail with mismatched dtypes and later passes never re-parse text.
+Reading a CSV parses each byte block once with pyarrow (integer-coded columns as float64, string columns as
+text). The job then codes each raw partition straight into its block of code positions (``code_partition``);
+``Table.frame`` offers the same partitions typed (``normalize_partition``: each column the smallest nullable
+integer that holds its codes, or a categorical of its string codes) for ingest, ``assign`` and notebooks.
+Either way the CAMEO ``X``/``XX`` columns never fail with mismatched dtypes.
 """
 
 from __future__ import annotations
