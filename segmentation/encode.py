@@ -91,7 +91,3 @@ class Encoder(BaseEstimator):
         """Encode a recoded pandas partition (pure)."""
         parts = [encode_column(frame[c], self.schema[c]) for c in self.columns]
         return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=frame.index)
-
-    def source_of(self, feature: str) -> str:
-        """The attribute a feature was encoded from."""
-        return next(source for source, features in self.sources_.items() if feature in features)
