@@ -510,6 +510,11 @@ def _parse_dask_section(section: dict[str, Any], source: str) -> dict[str, Any]:
     return nested
 
 
+# Environment variables for worker processes: any name goes (MALLOC_MMAP_THRESHOLD_ is no typo of
+# MALLOC_TRIM_THRESHOLD_).
+_ENVIRONMENT_KEYS = {"distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"}
+
+
 def _check_dask_keys(
     section: Mapping[str, Any], known: Mapping[str, Any], path: list[str], source: str
 ) -> None:
@@ -519,7 +524,8 @@ def _check_dask_keys(
     for key, value in section.items():
         name = dask.config.canonical_name(key, known)
         if name in known:
-            if isinstance(value, Mapping) and isinstance(known[name], Mapping):
+            free_form = ".".join([*path, name]) in _ENVIRONMENT_KEYS
+            if isinstance(value, Mapping) and isinstance(known[name], Mapping) and not free_form:
                 _check_dask_keys(value, known[name], [*path, name], source)
             continue
         close = difflib.get_close_matches(key, [str(k) for k in known], n=1, cutoff=0.8)

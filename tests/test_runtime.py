@@ -209,12 +209,14 @@ def test_dask_section_nests_dotted_keys_and_allows_free_form_and_other_libraries
             scheduler:
               default-task-durations: {read.csv-1: 2s}
           jobqueue.slurm.walltime: "01:00:00"
+          distributed.nanny.pre-spawn-environ: {MALLOC_MMAP_THRESHOLD_: 16777216}
         """,
     )
     assert load_profile(path).dask == {
         "distributed": {
             "worker": {"memory": {"target": 0.4, "spill": 0.5}, "resources": {"GPU": 1}},
             "scheduler": {"default-task-durations": {"read.csv-1": "2s"}},
+            "nanny": {"pre-spawn-environ": {"MALLOC_MMAP_THRESHOLD_": 16777216}},
         },
         "jobqueue": {"slurm": {"walltime": "01:00:00"}},
     }
