@@ -40,6 +40,13 @@ def as_row_blocked(X: Any) -> da.Array:
     return X
 
 
+def tree_reduce(parts: list, combine, width: int = 8):
+    """Combine delayed partials ``width`` at a time in a tree, so no single task holds every block's result."""
+    while len(parts) > 1:
+        parts = [dask.delayed(combine)(*parts[i : i + width]) for i in range(0, len(parts), width)]
+    return parts[0]
+
+
 def block_row_counts(X: da.Array) -> da.Array:
     """Rows of every block, as a lazy 1-D integer array (works when chunk sizes are unknown)."""
     return X.map_blocks(

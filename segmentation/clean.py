@@ -138,7 +138,7 @@ class Cleaner(BaseEstimator):
         """Value counts of the kept rows per kept column, the row missing-share histogram of all rows, and
         the count of kept rows (an array of one, so that ``merge_statistics`` lists it per block).
 
-        Counts are per code position (``CodeIndex.histogram``) so blocks merge by addition; turn them into
+        Counts are per code position (``Codebook.histograms``) so blocks merge by addition; turn them into
         value histograms with ``value_histograms_from_counts``.
         """
         share = codebook.row_missing(block, self.kept_columns_) / max(len(self.kept_columns_), 1)

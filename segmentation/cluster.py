@@ -247,7 +247,6 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         seeds = [
             int(seed) for seed in np.random.default_rng(self.random_state).integers(0, _SEED_LIMIT, n_init)
         ]
-        sample = None
         if self.init == "sample":
             with log_duration(logger, f"{name}: {self.init_sample_size} rows sampled (one pass)"):
                 sample = _row_sample(X, self.init_sample_size, seeds[0])

@@ -1,6 +1,6 @@
 """Partitions as code matrices: every feature value as its position in the column's code domain.
 
-The read pass turns each typed partition into a :class:`CodedBlock` once and saves it to the run's scratch
+The read pass turns each raw partition into a :class:`CodedBlock` once and saves it to the run's scratch
 folder; every later pass (statistics, PCA, projection, assignment) loads blocks and works on whole matrices
 with NumPy (one lookup for the missing mask of every cell, one ``bincount`` for every column's histogram,
 one gather for every standardized feature) instead of per-column pandas operations. A block of 13k Arvato
@@ -71,14 +71,8 @@ class CodeIndex:
             return self.is_missing[positions]
         return values.isna().to_numpy()
 
-    def histogram(self, values: pd.Series, positions: np.ndarray | None):
-        """Counts per domain position (an array), or a value_counts Series for columns without a domain."""
-        if positions is not None:
-            return np.bincount(positions, minlength=self.size)
-        return values.value_counts(dropna=False, sort=False)
-
     def value_histogram(self, counts) -> pd.Series:
-        """Counts per recoded value (missing as NaN), whatever form ``histogram`` returned."""
+        """Counts per recoded value (missing as NaN), whatever form ``Codebook.histograms`` gave."""
         if isinstance(counts, pd.Series):
             return counts
         series = pd.Series(counts, index=pd.Index(self.recoded))
@@ -182,10 +176,6 @@ class Codebook:
         return positions, ~np.isnan(values) & ~valid
 
     @property
-    def columns(self) -> list[str]:
-        return [index.attribute.name for index in self.coded] + self.rest
-
-    @property
     def rest_dtypes(self) -> dict:
         """Storage dtype of each column without a domain (what ``load_block`` needs)."""
         return {column: storage_dtype(self.schema[column]) for column in self.rest}
@@ -242,7 +232,7 @@ class Codebook:
 
     def histograms(self, block: CodedBlock, rows: np.ndarray, columns: list[str]) -> dict:
         """Per column of ``columns``, counts per domain position over ``rows`` (a mask), in one bincount;
-        a value_counts Series for columns without a domain (see ``CodeIndex.histogram``)."""
+        a value_counts Series for columns without a domain."""
         coded = np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
         counts = np.bincount(self.flat_positions(block, coded, rows).ravel(), minlength=len(self.is_missing))
         out = {}

@@ -33,13 +33,12 @@ from ._estimators import (
     load_fitted,
     log_duration,
     restore,
+    tree_reduce,
     with_known_row_chunks,
 )
 
 logger = logging.getLogger(__name__)
 
-# Partial results merged per task in the tree reduction of GramPCA.
-_MERGE_EVERY = 8
 # Rows converted to float64 at a time in block_moments.
 _GRAM_ROWS = 4096
 _NOT_FINITE = "X contains NaN or infinite values; impute and scale before PCA"
@@ -85,11 +84,7 @@ def mean_and_scatter(X: Any) -> tuple[int, np.ndarray, np.ndarray]:
     """
     X = as_row_blocked(X)
     parts = [delayed(block_moments)(block) for block in X.to_delayed().ravel()]
-    while len(parts) > 1:
-        parts = [
-            delayed(merge_moments)(*parts[i : i + _MERGE_EVERY]) for i in range(0, len(parts), _MERGE_EVERY)
-        ]
-    n_rows, mean, scatter = dask.compute(parts[0])[0]
+    n_rows, mean, scatter = dask.compute(tree_reduce(parts, merge_moments))[0]
     return int(n_rows), mean, scatter
 
 

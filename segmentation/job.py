@@ -32,6 +32,7 @@ import pandas as pd
 from fsspec.core import url_to_fs
 
 from . import __version__, cluster, decompose
+from ._estimators import tree_reduce
 from .clean import Cleaner, merge_statistics
 from .codes import Codebook, load_block, save_block, storage_dtype
 from .compare import compare_proportions
@@ -81,21 +82,12 @@ def _inputs(config: JobConfig) -> dict[str, str]:
 
 
 def _attributes_text(config: JobConfig, storage_options: dict) -> str:
-    import fsspec
-
     path = config.attributes or default_attributes_path()
     try:
         with fsspec.open(str(path), "rt", encoding="utf-8-sig", **storage_options) as handle:
             return handle.read()
     except FileNotFoundError:
         raise SchemaError(f"{path}: attributes file not found") from None
-
-
-def _tree_reduce(parts: list, combine, width: int = 8):
-    """Combine delayed partials in a tree, so no single task holds every partition's result."""
-    while len(parts) > 1:
-        parts = [dask.delayed(combine)(*parts[i : i + width]) for i in range(0, len(parts), width)]
-    return parts[0]
 
 
 @dataclass
@@ -149,7 +141,7 @@ def _read_pass(tables: dict[str, Table], codebook: Codebook, work: str, storage:
             dask.delayed(_code_partition)(raw, shared, source, checks, path, storage)
             for (source, raw), path in zip(table.parts, paths, strict=True)
         ]
-        lazy[name] = _tree_reduce(parts, _add_counts)
+        lazy[name] = tree_reduce(parts, _add_counts)
         blocks[name] = Blocks(paths, codebook.rest_dtypes, storage)
     (counts,) = dask.compute(lazy)
     first_pass = {
@@ -257,7 +249,7 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     with session.stage("scale"):
         shared = dask.delayed(codebook, traverse=False)
         statistics = {
-            name: _tree_reduce(
+            name: tree_reduce(
                 [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()],
                 merge_statistics,
             )
