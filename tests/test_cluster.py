@@ -129,6 +129,24 @@ def test_outlying_rows_do_not_capture_centres(blobs_with_outliers, algorithm):
     )  # if this fails, dask-ml's k-means|| improved: revisit the default
 
 
+def test_leading_axes_are_scikit_learn_pca_scores(blobs):
+    from sklearn.decomposition import PCA
+
+    ours = cluster.leading_axes(blobs, 3)
+    theirs = PCA(3, svd_solver="full").fit_transform(blobs.astype(np.float64))
+    signs = np.sign((ours * theirs).sum(axis=0))
+    np.testing.assert_allclose(ours * signs, theirs, atol=1e-6 * np.abs(theirs).max())
+    as_float64 = blobs.astype(np.float64)
+    np.testing.assert_allclose(cluster.leading_axes(blobs, 50), as_float64 - as_float64.mean(axis=0))
+
+
+def test_seeding_on_leading_axes_reaches_scikit_learn(blocked_blobs, reference_sse):
+    """Ten features, six clusters: the search on 2 leading axes still lands in scikit-learn's optimum once
+    the centres are lifted back and polished (the default, 4 axes per cluster, uses all ten)."""
+    segmenter = KMeansSegmenter(n_clusters=6, init_search_axes=2, random_state=0).fit(blocked_blobs)
+    assert segmenter.sse_ <= 1.001 * reference_sse
+
+
 @pytest.mark.parametrize("init", cluster.INITS)
 @pytest.mark.parametrize("algorithm", cluster.ALGORITHMS)
 def test_same_random_state_same_result(blocked_blobs, algorithm, init):
@@ -193,6 +211,7 @@ def test_load_refuses_other_estimators(tmp_path):
         ({"n_init": "many"}, "n_init must be an int >= 1"),
         ({"init": "random"}, re.escape("init must be one of 'sample', 'k-means||', got 'random'")),
         ({"init_sample_size": 5}, "init_sample_size must be an int >= 8, got 5"),
+        ({"init_search_axes": 0}, "init_search_axes must be an int >= 1, got 0"),
         ({"batch_size": 100}, "batch_size applies to algorithm='minibatch' only"),
         ({"algorithm": "minibatch", "batch_size": 0}, "batch_size must be an int >= 1"),
         ({"random_state": np.random.RandomState(0)}, "random_state must be None or an int"),
