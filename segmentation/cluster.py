@@ -244,8 +244,13 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         if state is not None and (isinstance(state, bool) or not isinstance(state, Integral)):
             raise ValueError(f"random_state must be None or an int, got {state!r}")
 
-    def fit(self, X: Any, y: None = None) -> KMeansSegmenter:
-        """Fit on a row-blocked array ``X`` of shape (n_rows, n_features); returns ``self``."""
+    def fit(self, X: Any, y: None = None, sample: np.ndarray | None = None) -> KMeansSegmenter:
+        """Fit on a row-blocked array ``X`` of shape (n_rows, n_features); returns ``self``.
+
+        ``sample`` may give rows of ``X`` already drawn uniformly (e.g. by :func:`sample_positions` while
+        ``X`` was written) to seed from with ``init="sample"``, instead of drawing ``init_sample_size`` rows
+        with a pass over ``X``.
+        """
         self._validate_params()
         X = with_known_row_chunks(as_row_blocked(X))
         if min(X.chunks[0]) == 0:  # scikit-learn's distance functions refuse empty blocks
@@ -258,14 +263,18 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         name = f"KMeansSegmenter({self.algorithm}, init={self.init}, k={self.n_clusters})"
         n_init = _AUTO_N_INIT[self.init] if self.n_init == "auto" else self.n_init
         search_axes = 4 * self.n_clusters if self.init_search_axes == "auto" else self.init_search_axes
-        seeds = [
-            int(seed) for seed in np.random.default_rng(self.random_state).integers(0, _SEED_LIMIT, n_init)
-        ]
+        seeds = _seeds(self.random_state, n_init)
         if self.init == "sample":
-            with log_duration(logger, f"{name}: {self.init_sample_size} rows sampled (one pass)"):
-                sample = _row_sample(X, self.init_sample_size, seeds[0])
+            if sample is None:
+                with log_duration(logger, f"{name}: {self.init_sample_size} rows sampled (one pass)"):
+                    sample = _row_sample(X, self.init_sample_size, seeds[0])
+            elif np.ndim(sample) != 2 or np.shape(sample)[1] != n_features or len(sample) < self.n_clusters:
+                raise ValueError(
+                    f"sample must have at least n_clusters={self.n_clusters} rows of X's {n_features} "
+                    f"features, got shape {np.shape(sample)}"
+                )
             # The stopping rule needs the mean feature variance only roughly: the sample's saves a pass.
-            mean_variance = float(np.var(sample, axis=0, dtype=np.float64).mean())
+            mean_variance = _mean_variance(sample)
         else:
             with log_duration(logger, f"{name}: feature variance (one pass)"):
                 mean_variance = float(X.var(axis=0, dtype=np.float64).mean().compute())
@@ -377,18 +386,41 @@ def recommend_k(ks: Iterable[int], sse: Iterable[float]) -> int:
     return int(ks[int(np.argmax(chord - sse))])
 
 
+def _seeds(random_state: int | None, n: int) -> list[int]:
+    """``n`` seeds from ``random_state`` (the first is the same whatever ``n``)."""
+    return [int(seed) for seed in np.random.default_rng(random_state).integers(0, _SEED_LIMIT, n)]
+
+
+def sample_positions(block_rows: Iterable[int], size: int, random_state: int | None) -> list[np.ndarray]:
+    """``size`` rows drawn uniformly without replacement from blocks of ``block_rows`` rows: the positions
+    taken in each block, in row order."""
+    bounds = np.cumsum([0, *block_rows])
+    n_rows = int(bounds[-1])
+    rows = np.sort(np.random.default_rng(random_state).choice(n_rows, size=min(size, n_rows), replace=False))
+    cuts = np.searchsorted(rows, bounds)
+    return [rows[cuts[i] : cuts[i + 1]] - bounds[i] for i in range(len(bounds) - 1)]
+
+
 def _row_sample(X: da.Array, size: int, random_state: int | None) -> np.ndarray:
     """``size`` rows drawn uniformly without replacement, in row order. Each block gives its rows to the
     client directly (no worker gathers the whole sample)."""
-    n_rows = int(X.shape[0])
-    rows = np.sort(np.random.default_rng(random_state).choice(n_rows, size=min(size, n_rows), replace=False))
-    bounds = np.cumsum((0, *X.chunks[0]))
-    pieces = []
-    for i, block in enumerate(X.to_delayed().ravel()):
-        taken = rows[(rows >= bounds[i]) & (rows < bounds[i + 1])] - bounds[i]
-        if len(taken):
-            pieces.append(dask.delayed(np.take)(block, taken, axis=0))
+    taken = sample_positions(X.chunks[0], size, random_state)
+    blocks = X.to_delayed().ravel()
+    pieces = [
+        dask.delayed(np.take)(block, rows, axis=0)
+        for block, rows in zip(blocks, taken, strict=True)
+        if len(rows)
+    ]
     return np.concatenate(dask.compute(*pieces))
+
+
+def _mean_variance(sample: np.ndarray, rows: int = 8192) -> float:
+    """Mean over features of the sample's variance (float64, a few rows at a time: no float64 copy)."""
+    mean = sample.mean(axis=0, dtype=np.float64)
+    squares = sum(
+        np.square(sample[start : start + rows] - mean).sum(axis=0) for start in range(0, len(sample), rows)
+    )
+    return float(np.mean(squares) / len(sample))
 
 
 def leading_axes(X: np.ndarray, n_axes: int) -> np.ndarray:
@@ -445,31 +477,40 @@ def elbow(
     algorithm: str = "kmeans||",
     random_state: int | None = None,
     silhouette_sample: int | None = 10_000,
+    sample: np.ndarray | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """SSE and silhouette for each k, and the recommended k (:func:`recommend_k`).
 
-    Fits one :class:`KMeansSegmenter` per k (``params`` are passed on), so persist ``X`` first. The silhouette
-    is computed on ``silhouette_sample`` rows drawn once from ``random_state`` and brought to the client
-    (None skips it: NaN). Returns columns ``k, sse, silhouette, recommended``.
+    Fits one :class:`KMeansSegmenter` per k (``params`` are passed on), all seeded from one uniform row
+    sample: ``sample`` when given, else ``init_sample_size`` rows drawn once (the rows each fit would draw
+    for itself). The silhouette is computed on ``silhouette_sample`` rows of that sample (None skips it:
+    NaN). Returns columns ``k, sse, silhouette, recommended``.
     """
     ks = [int(k) for k in ks]
     if len(ks) < 3 or not (np.diff(ks) > 0).all():
         raise ValueError(f"ks must be at least 3 strictly increasing values, got {ks}")
-    X = with_known_row_chunks(as_row_blocked(X))
-    sample = None
     if silhouette_sample is not None:
         _check_int("silhouette_sample", silhouette_sample, 2)
-        with log_duration(logger, f"elbow: silhouette sample of {silhouette_sample} rows"):
-            sample = _row_sample(X, silhouette_sample, random_state)
+    X = with_known_row_chunks(as_row_blocked(X))
+    if sample is None:
+        size = params.get("init_sample_size", KMeansSegmenter().init_sample_size)
+        with log_duration(logger, f"elbow: sample of {size} rows"):
+            sample = _row_sample(X, max(size, silhouette_sample or 0), _seeds(random_state, 1)[0])
+    scored = None
+    if silhouette_sample is not None:
+        scored = sample
+        if len(sample) > silhouette_sample:
+            rows = np.random.default_rng(random_state).choice(len(sample), silhouette_sample, replace=False)
+            scored = sample[np.sort(rows)]
     rows = []
     for k in ks:
         with log_duration(logger, f"elbow: k={k}"):
             segmenter = KMeansSegmenter(
                 n_clusters=k, algorithm=algorithm, random_state=random_state, **params
             )
-            segmenter.fit(X)
-            rows.append((k, segmenter.sse_, _sample_silhouette(sample, segmenter.cluster_centers_)))
+            segmenter.fit(X, sample=sample)
+            rows.append((k, segmenter.sse_, _sample_silhouette(scored, segmenter.cluster_centers_)))
     frame = pd.DataFrame(rows, columns=["k", "sse", "silhouette"])
     frame["recommended"] = frame["k"] == recommend_k(frame["k"], frame["sse"])
     return frame

@@ -12,12 +12,79 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import fsspec
+import numba
 import numpy as np
 import pandas as pd
 
 from .schema import Schema
 
 POSITION_DTYPE = np.uint16
+
+# ---------------------------------------------------------------------------------------------- kernels
+# One pass over a block each, no temporaries: the NumPy equivalents (a fancy-index gather, a lookup, a
+# bincount) allocate several block-sized arrays per call, which on Dask workers (whose allocator returns
+# large blocks to the system at once) costs as much in page faults as in arithmetic. Compiled on first use
+# in each process and cached next to this module.
+
+
+@numba.njit(nogil=True, cache=True)
+def _code_numbers(values, low, last, listed, listed_offsets, columns, positions, invalid):  # pragma: no cover
+    """``values[j, i]``, row i of the j-th integer-coded column parsed as a number (NaN when empty) ->
+    ``positions[i, columns[j]]``: ``value - low[j]`` when the value is a listed code, else the missing
+    position ``last[j]``; ``invalid[j]`` counts the present values that are not listed codes."""
+    n_columns, n_rows = values.shape
+    for j in range(n_columns):
+        target, bottom, top, start = columns[j], low[j], last[j], listed_offsets[j]
+        for i in range(n_rows):
+            value = values[j, i]
+            position = top
+            if not np.isnan(value):
+                shift = value - bottom
+                if 0 <= shift < top and shift == np.floor(shift) and listed[start + int(shift)]:
+                    position = int(shift)
+                else:
+                    invalid[j] += 1
+            positions[i, target] = position
+
+
+@numba.njit(nogil=True, cache=True)
+def _missing_per_column(positions, offsets, is_missing):  # pragma: no cover
+    n_rows, n_columns = positions.shape
+    counts = np.zeros(n_columns, dtype=np.int64)
+    for i in range(n_rows):
+        for j in range(n_columns):
+            counts[j] += is_missing[offsets[j] + positions[i, j]]
+    return counts
+
+
+@numba.njit(nogil=True, cache=True)
+def _missing_per_row(positions, columns, offsets, is_missing):  # pragma: no cover
+    n_rows = positions.shape[0]
+    counts = np.zeros(n_rows, dtype=np.int64)
+    for i in range(n_rows):
+        for j in columns:
+            counts[i] += is_missing[offsets[j] + positions[i, j]]
+    return counts
+
+
+@numba.njit(nogil=True, cache=True)
+def _position_counts(positions, rows, columns, offsets, size):  # pragma: no cover
+    counts = np.zeros(size, dtype=np.int64)
+    for i in range(positions.shape[0]):
+        if rows[i]:
+            for j in columns:
+                counts[offsets[j] + positions[i, j]] += 1
+    return counts
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_rows(positions, rows, source, offset, flat, columns, out):  # pragma: no cover
+    """``out[r, columns[f]] = flat[offset[f] + positions[rows[r], source[f]]]``: per-position lookup tables
+    laid end to end in ``flat`` (e.g. standardized features), read for the chosen rows."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for f in range(source.shape[0]):
+            out[r, columns[f]] = flat[offset[f] + positions[i, source[f]]]
 
 
 class CodeIndex:
@@ -140,6 +207,7 @@ class Codebook:
             dtype=np.intp,
         )
         self._low = np.array([self.coded[j].low for j in self._numeric], dtype=np.float64)
+        self._last = self.sizes[self._numeric] - 1
         codes = [
             np.isin(
                 np.arange(self.coded[j].size - 1) + self.coded[j].low, self._listed(self.coded[j].attribute)
@@ -147,7 +215,7 @@ class Codebook:
             for j in self._numeric
         ]
         self._listed_flat = np.concatenate([*codes, [False]])  # valid or unknown code, per domain position
-        self._listed_offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])[:-1]]).astype(np.int32)
+        self._listed_offsets = np.concatenate([[0], np.cumsum([len(c) for c in codes])[:-1]]).astype(np.int64)
 
     @staticmethod
     def _listed(attribute) -> np.ndarray:
@@ -158,22 +226,23 @@ class Codebook:
         """The integer-coded columns with a domain (all but text codes, ids, dates and extras)."""
         return [self.coded[j].attribute.name for j in self._numeric]
 
-    def positions_of_numbers(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Parsed values of ``numeric_columns`` (float, NaN for empty) -> (domain positions, invalid mask).
+    def code_numbers(self, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Parsed values of ``numeric_columns`` (float, one row per column, NaN for empty) -> their domain
+        positions, written into their columns of ``positions`` (rows x ``coded``); returns the count of
+        invalid values per column.
 
         A value is valid when it is one of the column's listed (valid or unknown) codes; anything else
         present is invalid and, like an empty cell, takes the missing position.
         """
-        sizes = self.sizes[self._numeric].astype(np.int32)
-        with np.errstate(invalid="ignore"):  # NaN and huge values cast to garbage, masked by `whole`
-            shift = values - self._low
-            position = shift.astype(np.int32)
-            whole = (position == shift) & (position >= 0) & (position < sizes - 1)
-        index = position + self._listed_offsets
-        index[~whole] = -1  # the last entry of _listed_flat is False
-        valid = self._listed_flat[index]
-        positions = np.where(valid, position, sizes - 1).astype(POSITION_DTYPE)
-        return positions, ~np.isnan(values) & ~valid
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        if values.shape != (len(self._numeric), len(positions)):
+            raise ValueError(
+                f"values have shape {values.shape}; expected ({len(self._numeric)}, {len(positions)})"
+            )
+        invalid = np.zeros(len(self._numeric), dtype=np.int64)
+        _code_numbers(values, self._low, self._last, self._listed_flat, self._listed_offsets, self._numeric,
+                      positions, invalid)  # fmt: skip
+        return invalid
 
     @property
     def rest_dtypes(self) -> dict:
@@ -183,15 +252,14 @@ class Codebook:
     def encode(self, frame: pd.DataFrame, positions: np.ndarray | None = None) -> CodedBlock:
         """A typed partition (storage dtypes, see ``io.read_table``) -> its coded block (pure).
 
-        ``positions`` may give those of ``numeric_columns`` already (``positions_of_numbers``); ``frame``
-        then needs only the other columns.
+        ``positions`` may hold those of ``numeric_columns`` already (``code_numbers``); the others are
+        written into it, and ``frame`` then needs only the other columns.
         """
-        given = positions
-        positions = np.empty((len(frame), len(self.coded)), dtype=POSITION_DTYPE)
-        if given is not None:
-            positions[:, self._numeric] = given
+        given = positions is not None
+        if not given:
+            positions = np.empty((len(frame), len(self.coded)), dtype=POSITION_DTYPE)
         for j, index in enumerate(self.coded):
-            if given is not None and index.attribute.name not in frame.columns:
+            if given and index.attribute.name not in frame.columns:
                 continue
             values = frame[index.attribute.name]
             dtype = storage_dtype(index.attribute)
@@ -202,20 +270,12 @@ class Codebook:
         ids = frame[self.schema.id_column].to_numpy(dtype="int64")
         return CodedBlock(ids, positions, rest)
 
-    def flat_positions(
-        self, block: CodedBlock, columns: np.ndarray, rows: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Positions of ``columns`` (indexes into ``coded``) in the flat domain arrays, for ``rows`` (a mask)
-        or all rows, as int32 (half the memory of intp; the flat arrays are far shorter than 2**31)."""
-        positions = block.positions if rows is None else block.positions[rows]
-        flat = positions[:, columns].astype(np.int32)
-        flat += self.offsets[columns].astype(np.int32)
-        return flat
+    def _indexes(self, columns: list[str]) -> np.ndarray:
+        return np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
 
     def missing_counts(self, block: CodedBlock) -> pd.Series:
         """Recoded missing values per feature column (missing or an unknown code), plus ``__rows__``."""
-        everything = np.arange(len(self.coded))
-        coded = self.is_missing[self.flat_positions(block, everything)].sum(axis=0)
+        coded = _missing_per_column(block.positions, self.offsets, self.is_missing)
         counts = dict(zip([i.attribute.name for i in self.coded], coded.tolist(), strict=True))
         counts.update({c: int(block.rest[c].isna().sum()) for c in self.rest})
         counts["__rows__"] = len(block)
@@ -223,18 +283,19 @@ class Codebook:
 
     def row_missing(self, block: CodedBlock, columns: list[str]) -> np.ndarray:
         """Each row's count of missing values over ``columns`` (names of feature columns)."""
-        coded = np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
-        count = self.is_missing[self.flat_positions(block, coded)].sum(axis=1, dtype=np.int64)
+        count = _missing_per_row(block.positions, self._indexes(columns), self.offsets, self.is_missing)
         for column in columns:
             if column not in self.column_index:
                 count += block.rest[column].isna().to_numpy()
         return count
 
     def histograms(self, block: CodedBlock, rows: np.ndarray, columns: list[str]) -> dict:
-        """Per column of ``columns``, counts per domain position over ``rows`` (a mask), in one bincount;
-        a value_counts Series for columns without a domain."""
-        coded = np.array([self.column_index[c] for c in columns if c in self.column_index], dtype=np.intp)
-        counts = np.bincount(self.flat_positions(block, coded, rows).ravel(), minlength=len(self.is_missing))
+        """Per column of ``columns``, counts per domain position over ``rows`` (a mask), in one pass; a
+        value_counts Series for columns without a domain."""
+        rows = np.asarray(rows, dtype=np.bool_)
+        counts = _position_counts(
+            block.positions, rows, self._indexes(columns), self.offsets, len(self.is_missing)
+        )
         out = {}
         for column in columns:
             if column in self.column_index:

@@ -32,7 +32,7 @@ import pyarrow.csv as pacsv
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 
-from .codes import Codebook, CodedBlock, storage_dtype
+from .codes import POSITION_DTYPE, Codebook, CodedBlock, storage_dtype
 from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _csv_dtypes(schema: Schema, columns: Iterable[str]) -> dict[str, str]:
 
 def _parse_block(
     block: bytes, layout: tuple[list[str], dict[str, str]], sep: str, first: bool, source: str
-) -> pd.DataFrame:
+) -> pa.Table:
     """Parse one byte block of a CSV with pyarrow (4x pandas' C parser, one thread per block).
 
     A value the typed parse rejects (text in an integer-coded column) falls back to reading that block
@@ -136,7 +136,7 @@ def _parse_block(
             table = parse({n: pa.string() for n in names})
         except pa.ArrowInvalid as error:
             raise InputError(f"{source}: malformed CSV: {error}") from None
-    return table.to_pandas()
+    return table
 
 
 def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str):
@@ -159,7 +159,7 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
     layout = dask.delayed((names, dtypes), traverse=False)
     parsed = [dask.delayed(_parse_block)(b, layout, sep, i == 0, path) for i, b in enumerate(file_blocks)]
-    raw = dd.from_delayed(parsed, meta=empty, verify_meta=False)
+    raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
     if leading_index:
         raw = raw.drop(columns="__index__")
     return raw, parsed
@@ -232,44 +232,59 @@ def read_table(
     return Table(table, paths, frame, invalid, extras, parts, validate, strict)
 
 
-def _select(raw: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return raw[columns]
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    return table.to_pandas()
+
+
+def _select(raw: pa.Table | pd.DataFrame, columns: list[str]) -> pa.Table | pd.DataFrame:
+    return raw.select(columns) if isinstance(raw, pa.Table) else raw[columns]
 
 
 def code_partition(
-    raw: pd.DataFrame, codebook: Codebook, source: str, strict: bool = False, validate: bool = True
+    raw: pa.Table | pd.DataFrame,
+    codebook: Codebook,
+    source: str,
+    strict: bool = False,
+    validate: bool = True,
 ) -> tuple[CodedBlock, pd.Series]:
-    """A raw partition (as parsed) -> (its coded block, invalid values per column), without a typed frame.
+    """A raw partition (an Arrow table as parsed, or a pandas frame as read from Parquet) -> (its coded
+    block, invalid values per column), without a typed frame.
 
     Equivalent to ``codebook.encode(normalize_partition(raw))`` with ``invalid_value_counts``, but the
-    integer-coded columns (nearly all) are checked against their code domains as one float matrix
-    (``Codebook.positions_of_numbers``); the few others (ids, text codes, dates, extras) go through
+    integer-coded columns (nearly all) are checked against their code domains in one compiled pass
+    (``Codebook.code_numbers``); the few others (ids, text codes, dates, extras) go through
     ``_classify``. A partition parsed as text (the fallback of ``_parse_block``), and any invalid value
     under ``strict`` or in the id column, take the column-by-column path, which names the value at fault.
     """
     schema = codebook.schema
     if not validate:
-        typed = _restore_dtypes(raw, empty_typed_frame(schema, list(raw.columns)))
-        return codebook.encode(typed), pd.Series(0, index=raw.columns, dtype="int64")
+        frame = raw.to_pandas() if isinstance(raw, pa.Table) else raw
+        typed = _restore_dtypes(frame, empty_typed_frame(schema, list(frame.columns)))
+        return codebook.encode(typed), pd.Series(0, index=frame.columns, dtype="int64")
+    if isinstance(raw, pd.DataFrame):
+        raw = pa.Table.from_pandas(raw, preserve_index=False)
     numeric = codebook.numeric_columns
-    if not all(raw[c].dtype.kind == "f" for c in numeric):
-        typed = normalize_partition(raw, schema, source, strict)
-        return codebook.encode(typed), invalid_value_counts(raw, typed).iloc[0]
-    values = raw[numeric].to_numpy(dtype="float64")
-    positions, invalid_numeric = codebook.positions_of_numbers(values)
-    invalid = dict(zip(numeric, invalid_numeric.sum(axis=0).tolist(), strict=True))
+    types = [raw.schema.field(c).type for c in numeric]
+    if not all(pa.types.is_floating(t) or pa.types.is_integer(t) for t in types):
+        frame = raw.to_pandas()
+        typed = normalize_partition(frame, schema, source, strict)
+        return codebook.encode(typed), invalid_value_counts(frame, typed).iloc[0]
+    values = np.empty((len(numeric), raw.num_rows))
+    for row, column in zip(values, numeric, strict=True):
+        row[:] = raw.column(column).to_numpy()  # empty cells -> NaN
+    positions = np.empty((raw.num_rows, len(codebook.coded)), dtype=POSITION_DTYPE)
+    invalid = dict(zip(numeric, codebook.code_numbers(values, positions).tolist(), strict=True))
+    rest = raw.select([c for c in raw.column_names if c not in invalid]).to_pandas()
     others = {}
-    for column in raw.columns:
-        if column in invalid:
-            continue
-        typed, bad = _classify(raw[column], schema[column])
+    for column in rest.columns:
+        typed, bad = _classify(rest[column], schema[column])
         others[column] = typed
         invalid[column] = int(bad.sum())
     if (strict and any(invalid.values())) or invalid.get(schema.id_column):
-        normalize_partition(raw, schema, source, strict)  # raises, naming the file, column, row and value
-    frame = pd.DataFrame(others, index=raw.index)
-    block = codebook.encode(frame, positions=positions)
-    return block, pd.Series(invalid, dtype="int64")[list(raw.columns)]
+        # Raises, naming the file, column, row and value.
+        normalize_partition(raw.to_pandas(), schema, source, strict)
+    block = codebook.encode(pd.DataFrame(others, index=rest.index), positions=positions)
+    return block, pd.Series(invalid, dtype="int64")[raw.column_names]
 
 
 def _restore_dtypes(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,8 @@ Passes over the population (each a Dask computation that brings only small resul
 1. read: parse, validate and code every partition (saved as blocks), counting invalid and missing values;
 2. value histograms of the kept rows (impute + scale statistics) and the per-row missing histogram;
 3. the PCA fit (one pass for the exact Gram solver);
-4. the projection, written to the scratch folder block by block, which k-means reads once per iteration;
+4. the projection, written to the scratch folder block by block (taking k-means' seeding sample on the way),
+   which k-means reads once per iteration;
 5. assignment of every row of every table, written as Parquet, with segment counts (the population's
    from the saved projection, without recomputing it).
 
@@ -229,6 +230,7 @@ class Prepared:
     statistics: dict
     model: SegmentationModel
     reduced: object
+    sample: np.ndarray  # uniform rows of ``reduced``, to seed k-means from
     work: str
 
 
@@ -274,22 +276,26 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     with session.stage("project"):
         shared_model = dask.delayed(model, traverse=False)
         paths = [f"{_scratch_folder(work, 'reduced', storage)}/{i:05d}.npy" for i in range(len(rows))]
+        # The k-means seeding sample is taken as the blocks are written, not with a pass of its own.
+        taken = cluster.sample_positions(rows, cluster.KMeansSegmenter().init_sample_size, config.seed)
         writes = [
-            dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage)
-            for b, path in zip(blocks["population"].load(), paths, strict=True)
+            dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage, t)
+            for b, path, t in zip(blocks["population"].load(), paths, taken, strict=True)
         ]
-        dask.compute(writes)
+        sample = np.concatenate(dask.compute(*writes))
         # Read back block by block by every later pass (k-means iterations included): the coordinates stay
         # on disk (or in object storage), never in cluster memory, whatever the size of the table.
         name = f"reduced-{dask.base.tokenize(paths)}"
         graph = {(name, i, 0): (_load_array, path, storage) for i, path in enumerate(paths)}
         reduced = da.Array(graph, name, chunks=(tuple(rows), (model.pca.n_components_,)), dtype=np.float32)
-    return Prepared(tables, blocks, first_pass, statistics, model, reduced, work)
+    return Prepared(tables, blocks, first_pass, statistics, model, reduced, sample, work)
 
 
-def _save_array(array: np.ndarray, path: str, storage_options: dict) -> None:
+def _save_array(array: np.ndarray, path: str, storage_options: dict, rows: np.ndarray) -> np.ndarray:
+    """Write ``array`` to ``path``; return its ``rows``."""
     with fsspec.open(path, "wb", **storage_options) as handle:
         np.save(handle, np.asarray(array), allow_pickle=False)
+    return array[rows]
 
 
 def _load_array(path: str, storage_options: dict) -> np.ndarray:
@@ -300,17 +306,22 @@ def _load_array(path: str, storage_options: dict) -> np.ndarray:
 ELBOW_SEED_SAMPLE = 20_000
 
 
-def _elbow(config: JobConfig, reduced) -> pd.DataFrame:
-    """SSE per k over ``k_min..k_max``. Each k is seeded more cheaply than the final fit (10 seedings on a
-    20,000-row sample): the elbow needs the curve's shape, and 14 full seedings would dominate the run."""
+def _elbow(config: JobConfig, prepared: Prepared) -> pd.DataFrame:
+    """SSE per k over ``k_min..k_max``. Each k is seeded more cheaply than the final fit (10 seedings on
+    20,000 of the sampled rows): the elbow needs the curve's shape, and 14 full seedings would dominate
+    the run."""
     ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
+    sample = prepared.sample
+    if len(sample) > ELBOW_SEED_SAMPLE:
+        rows = np.random.default_rng(config.seed).choice(len(sample), ELBOW_SEED_SAMPLE, replace=False)
+        sample = sample[np.sort(rows)]
     return cluster.elbow(
-        reduced,
+        prepared.reduced,
         ks,
         algorithm=config.kmeans.algorithm,
         random_state=config.seed,
         silhouette_sample=config.kmeans.silhouette_sample,
-        init_sample_size=ELBOW_SEED_SAMPLE,
+        sample=sample,
         init_search_size=ELBOW_SEED_SAMPLE,
         n_init=10,
     )
@@ -325,7 +336,7 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work, open_cluster(profile) as session:
         prepared = _prepare(config, schema, session, work)
         with session.stage("cluster"):
-            return _elbow(config, prepared.reduced)
+            return _elbow(config, prepared)
 
 
 def assign_file(
@@ -392,12 +403,12 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
     storage = session.profile.storage_options
     with session.stage("cluster"):
         run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
-        elbow = _elbow(config, reduced) if run_elbow else None
+        elbow = _elbow(config, prepared) if run_elbow else None
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = config.kmeans.k or recommended
         model.kmeans = cluster.KMeansSegmenter(
             n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
-        ).fit(reduced)
+        ).fit(reduced, sample=prepared.sample)
     with session.stage("assign"):
         lazy = {}
         for name in tables:

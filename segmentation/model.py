@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import cluster, decompose
 from .clean import Cleaner
-from .codes import Codebook, CodedBlock, CodeIndex
+from .codes import Codebook, CodedBlock, CodeIndex, gather_rows
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
@@ -113,7 +113,7 @@ class SegmentationModel:
                 start += len(lookup.table)
         self.__dict__["_gather"] = (
             np.asarray(source, dtype=np.intp),
-            np.asarray(offset, dtype=np.int32),
+            np.asarray(offset, dtype=np.int64),
             np.asarray(columns, dtype=np.intp),
             np.concatenate(flat) if flat else np.zeros(0, dtype="float32"),
             [lookup for lookup in lookups if lookup.table is None],
@@ -136,13 +136,7 @@ class SegmentationModel:
         aside = self.set_aside_block(block)
         kept = ~aside
         out = np.empty((int(kept.sum()), len(self.scaler.feature_names_)), dtype="float32")
-        index = block.positions[kept][:, source].astype(np.int32)
-        index += offset
-        gathered = flat[index]
-        if len(columns) == out.shape[1]:
-            out = gathered
-        else:
-            out[:, columns] = gathered
+        gather_rows(block.positions, np.flatnonzero(kept), source, offset, flat, columns, out)
         for lookup in rest:
             out[:, lookup.features] = lookup.features_of(block.rest[lookup.codes.attribute.name][kept])
         return aside, out

@@ -44,7 +44,7 @@ def test_histograms_equal_value_counts_of_the_chosen_rows(other_schema, typed):
     assert histograms["SIGNUP"].sum() == rows.sum()
 
 
-def test_positions_of_numbers_flags_values_outside_the_listed_codes(other_schema):
+def test_code_numbers_flags_values_outside_the_listed_codes(other_schema):
     codebook = Codebook(other_schema)
     assert codebook.numeric_columns == ["INCOME", "AGE", "LIFESTAGE", "SCORE"]
     values = np.array(
@@ -55,16 +55,25 @@ def test_positions_of_numbers_flags_values_outside_the_listed_codes(other_schema
             [2.5, np.nan, -1, 1e12],  # fractional, empty, unknown code -1, huge
         ]
     )
-    positions, invalid = codebook.positions_of_numbers(values)
-    assert invalid.tolist() == [
-        [False, False, False, False],
-        [False, False, False, False],
-        [True, True, True, True],
-        [True, False, False, True],
-    ]
-    missing = codebook.sizes[codebook._numeric] - 1
-    assert (positions[invalid] == np.broadcast_to(missing, invalid.shape)[invalid]).all()
-    assert positions[1, 0] == 9  # INCOME: domain 0..9, so code 9 sits at position 9
+    invalid = np.array(
+        [
+            [False, False, False, False],
+            [False, False, False, False],
+            [True, True, True, True],
+            [True, False, False, True],
+        ]
+    )
+    positions = np.full((len(values), len(codebook.coded)), 7777, dtype=np.uint16)
+    assert codebook.code_numbers(values.T, positions).tolist() == invalid.sum(axis=0).tolist()
+    numeric = positions[:, codebook._numeric]
+    missing = np.broadcast_to(codebook.sizes[codebook._numeric] - 1, invalid.shape)
+    assert (numeric[invalid] == missing[invalid]).all()
+    assert numeric[3, 1] == missing[3, 1]  # empty: the missing position, not invalid
+    low = np.array([codebook.coded[j].low for j in codebook._numeric])
+    np.testing.assert_array_equal(numeric[:2], values[:2] - low)
+    assert numeric[1, 0] == 9  # INCOME: domain 0..9, so code 9 sits at position 9
+    others = np.setdiff1d(np.arange(len(codebook.coded)), codebook._numeric)
+    assert (positions[:, others] == 7777).all()  # only the integer-coded columns are written
 
 
 def test_blocks_round_trip_through_npz(other_schema, typed, tmp_path):
