@@ -221,6 +221,38 @@ def _write_report(folder: RunFolder, config: JobConfig) -> None:
 
 
 @dataclass
+class Reduced:
+    """The population's PCA coordinates, one ``.npy`` file per coded block in the scratch folder.
+
+    Every later pass reads them back (k-means iterations included): the coordinates stay on disk (or in
+    object storage), never in cluster memory, whatever the size of the table.
+    """
+
+    paths: list[str]
+    rows: list[int]
+    storage_options: dict
+
+    def array(self, n_components: int, target_bytes: int | None = None) -> da.Array:
+        """A float32 Dask array: one chunk per file, or per run of files of about ``target_bytes``.
+
+        k-means takes the larger chunks: each of its passes is several small tasks per chunk, and with
+        ~15 MB chunks the scheduling cost about a third of an iteration (1.6 s vs 1.0 s per iteration at
+        the real size with ~60 MB chunks).
+        """
+        per_file = max(self.rows, default=1) * n_components * 4
+        group = max(1, (target_bytes or 0) // max(per_file, 1))
+        name = f"reduced-{group}-{dask.base.tokenize(self.paths)}"
+        graph, chunks = {}, []
+        for i in range(0, len(self.paths), group):
+            graph[(name, len(chunks), 0)] = (_load_arrays, self.paths[i : i + group], self.storage_options)
+            chunks.append(sum(self.rows[i : i + group]))
+        return da.Array(graph, name, chunks=(tuple(chunks), (n_components,)), dtype=np.float32)
+
+
+KMEANS_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
 class Prepared:
     """What the passes before clustering produce."""
 
@@ -229,9 +261,12 @@ class Prepared:
     first_pass: dict
     statistics: dict
     model: SegmentationModel
-    reduced: object
+    reduced: Reduced
     sample: np.ndarray  # uniform rows of ``reduced``, to seed k-means from
     work: str
+
+    def for_kmeans(self) -> da.Array:
+        return self.reduced.array(self.model.pca.n_components_, KMEANS_CHUNK_BYTES)
 
 
 def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
@@ -283,12 +318,9 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
             for b, path, t in zip(blocks["population"].load(), paths, taken, strict=True)
         ]
         sample = np.concatenate(dask.compute(*writes))
-        # Read back block by block by every later pass (k-means iterations included): the coordinates stay
-        # on disk (or in object storage), never in cluster memory, whatever the size of the table.
-        name = f"reduced-{dask.base.tokenize(paths)}"
-        graph = {(name, i, 0): (_load_array, path, storage) for i, path in enumerate(paths)}
-        reduced = da.Array(graph, name, chunks=(tuple(rows), (model.pca.n_components_,)), dtype=np.float32)
-    return Prepared(tables, blocks, first_pass, statistics, model, reduced, sample, work)
+    return Prepared(
+        tables, blocks, first_pass, statistics, model, Reduced(paths, rows, storage), sample, work
+    )
 
 
 def _save_array(array: np.ndarray, path: str, storage_options: dict, rows: np.ndarray) -> np.ndarray:
@@ -298,9 +330,12 @@ def _save_array(array: np.ndarray, path: str, storage_options: dict, rows: np.nd
     return array[rows]
 
 
-def _load_array(path: str, storage_options: dict) -> np.ndarray:
-    with fsspec.open(path, "rb", **storage_options) as handle:
-        return np.load(handle, allow_pickle=False)
+def _load_arrays(paths: list[str], storage_options: dict) -> np.ndarray:
+    arrays = []
+    for path in paths:
+        with fsspec.open(path, "rb", **storage_options) as handle:
+            arrays.append(np.load(handle, allow_pickle=False))
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
 
 
 ELBOW_SEED_SAMPLE = 20_000
@@ -316,7 +351,7 @@ def _elbow(config: JobConfig, prepared: Prepared) -> pd.DataFrame:
         rows = np.random.default_rng(config.seed).choice(len(sample), ELBOW_SEED_SAMPLE, replace=False)
         sample = sample[np.sort(rows)]
     return cluster.elbow(
-        prepared.reduced,
+        prepared.for_kmeans(),
         ks,
         algorithm=config.kmeans.algorithm,
         random_state=config.seed,
@@ -380,7 +415,7 @@ def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
     shared = dask.delayed(prepared.model, traverse=False)
     blocks = prepared.blocks[name].load()
     if name == "population":
-        reduced = prepared.reduced.to_delayed().ravel()
+        reduced = prepared.reduced.array(prepared.model.pca.n_components_).to_delayed().ravel()
         parts = [
             dask.delayed(_assign_population_block)(shared, block, coordinates)
             for block, coordinates in zip(blocks, reduced, strict=True)
@@ -399,7 +434,7 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         prepared.statistics,
         prepared.model,
     )
-    cleaner, scaler, reduced = model.cleaner, model.scaler, prepared.reduced
+    cleaner, scaler = model.cleaner, model.scaler
     storage = session.profile.storage_options
     with session.stage("cluster"):
         run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
@@ -408,7 +443,7 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
         k = config.kmeans.k or recommended
         model.kmeans = cluster.KMeansSegmenter(
             n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
-        ).fit(reduced, sample=prepared.sample)
+        ).fit(prepared.for_kmeans(), sample=prepared.sample)
     with session.stage("assign"):
         lazy = {}
         for name in tables:
