@@ -129,6 +129,28 @@ def test_outlying_rows_do_not_capture_centres(blobs_with_outliers, algorithm):
     )  # if this fails, dask-ml's k-means|| improved: revisit the default
 
 
+def test_sample_positions_draw_distinct_rows_block_by_block():
+    blocks = [300, 0, 450, 250]
+    taken = cluster.sample_positions(blocks, 400, random_state=1)
+    assert [len(t) for t in taken][1] == 0 and sum(len(t) for t in taken) == 400
+    starts = np.cumsum([0, *blocks[:-1]])
+    rows = np.concatenate([start + t for start, t in zip(starts, taken, strict=True)])
+    assert all((0 <= t).all() and (t < n).all() for t, n in zip(taken, blocks, strict=True))
+    assert len(np.unique(rows)) == 400 and (np.diff(rows) > 0).all()
+    # Uniform over the table: each block's share is close to its share of the rows.
+    many = cluster.sample_positions(blocks, 1000 - 1, random_state=2)
+    assert abs(len(many[2]) - 450 / 1000 * 999) <= 1
+    assert cluster.sample_positions(blocks, 5000, random_state=0)[2].tolist() == list(range(450))
+
+
+def test_a_given_sample_replaces_the_sampling_pass(blocked_blobs, blobs, reference_sse):
+    sample = blobs[np.sort(np.random.default_rng(0).choice(len(blobs), 1500, replace=False))]
+    segmenter = KMeansSegmenter(n_clusters=6, random_state=0).fit(blocked_blobs, sample=sample.copy())
+    assert segmenter.sse_ <= 1.001 * reference_sse
+    with pytest.raises(ValueError, match=r"sample must have at least n_clusters=6 rows of X's 10 features"):
+        KMeansSegmenter(n_clusters=6).fit(blocked_blobs, sample=sample[:, :4])
+
+
 def test_leading_axes_are_scikit_learn_pca_scores(blobs):
     from sklearn.decomposition import PCA
 
