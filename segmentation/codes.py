@@ -2,9 +2,13 @@
 
 The read pass turns each raw partition into a :class:`CodedBlock` once and saves it to the run's scratch
 folder; every later pass (statistics, PCA, projection, assignment) loads blocks and works on whole matrices
-with NumPy (one lookup for the missing mask of every cell, one ``bincount`` for every column's histogram,
-one gather for every standardized feature) instead of per-column pandas operations. A block of 13k Arvato
-rows is 9.5 MB of ``uint16`` positions.
+instead of per-column pandas operations: one compiled pass each for the missing counts, every column's
+histogram, and every standardized feature (a gather from per-position tables). A block of 13k Arvato rows
+is 9.5 MB of ``uint16`` positions.
+
+Measured on one real-size partition (13.3k rows x 366 columns): coding it took 0.24 s with pandas and
+NumPy, 0.18 s with these kernels, 0.10 s of which is Arrow's CSV parse; over the whole job (2 workers) the
+read pass went from 18.7 s to 11.6 s and the statistics pass from 3.3 s to 2.0 s.
 """
 
 from __future__ import annotations
