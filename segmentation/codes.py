@@ -32,7 +32,7 @@ POSITION_DTYPE = np.uint16
 
 
 @numba.njit(nogil=True, cache=True)
-def _code_numbers(values, low, last, listed, listed_offsets, columns, positions, invalid):  # pragma: no cover
+def _code_numbers(values, low, last, listed, listed_offsets, columns, positions, invalid):
     """``values[j, i]``, row i of the j-th integer-coded column parsed as a number (NaN when empty) ->
     ``positions[i, columns[j]]``: ``value - low[j]`` when the value is a listed code, else the missing
     position ``last[j]``; ``invalid[j]`` counts the present values that are not listed codes."""
@@ -52,7 +52,7 @@ def _code_numbers(values, low, last, listed, listed_offsets, columns, positions,
 
 
 @numba.njit(nogil=True, cache=True)
-def _missing_per_column(positions, offsets, is_missing):  # pragma: no cover
+def _missing_per_column(positions, offsets, is_missing):
     n_rows, n_columns = positions.shape
     counts = np.zeros(n_columns, dtype=np.int64)
     for i in range(n_rows):
@@ -62,7 +62,7 @@ def _missing_per_column(positions, offsets, is_missing):  # pragma: no cover
 
 
 @numba.njit(nogil=True, cache=True)
-def _missing_per_row(positions, columns, offsets, is_missing):  # pragma: no cover
+def _missing_per_row(positions, columns, offsets, is_missing):
     n_rows = positions.shape[0]
     counts = np.zeros(n_rows, dtype=np.int64)
     for i in range(n_rows):
@@ -72,7 +72,7 @@ def _missing_per_row(positions, columns, offsets, is_missing):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def _position_counts(positions, rows, columns, offsets, size):  # pragma: no cover
+def _position_counts(positions, rows, columns, offsets, size):
     counts = np.zeros(size, dtype=np.int64)
     for i in range(positions.shape[0]):
         if rows[i]:
@@ -82,7 +82,7 @@ def _position_counts(positions, rows, columns, offsets, size):  # pragma: no cov
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_rows(positions, rows, source, offset, flat, columns, out):  # pragma: no cover
+def gather_rows(positions, rows, source, offset, flat, columns, out):
     """``out[r, columns[f]] = flat[offset[f] + positions[rows[r], source[f]]]``: per-position lookup tables
     laid end to end in ``flat`` (e.g. standardized features), read for the chosen rows."""
     for r in range(rows.shape[0]):
