@@ -483,7 +483,7 @@ def elbow(
     ks: Iterable[int] = range(2, 16),
     algorithm: str = "kmeans||",
     random_state: int | None = None,
-    silhouette_sample: int | None = 10_000,
+    silhouette_sample: int | None = 5_000,
     sample: np.ndarray | None = None,
     **params: Any,
 ) -> pd.DataFrame:

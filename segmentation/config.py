@@ -43,7 +43,8 @@ class ClusterConfig:
     k_min: int = 2
     k_max: int = 15
     elbow: bool | None = None  # None: run the elbow only when k is not given
-    silhouette_sample: int = 10_000
+    # Rows the elbow's silhouettes are computed on (quadratic: 10,000 rows took 1.2 s per k, 5,000 0.2 s).
+    silhouette_sample: int = 5_000
 
 
 @dataclass
