@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -190,10 +189,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -205,15 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     from .config import ConfigError
     from .io import InputError
+    from .runtime import ProfileError, handle_interrupts
     from .schema import SchemaError
 
     try:
-        from .runtime import ProfileError
-    except ImportError:  # pragma: no cover
-        ProfileError = ConfigError
-    signal.signal(signal.SIGTERM, _interrupt)  # clean up on `kill` / `timeout` as on Ctrl-C
-    try:
-        return args.func(args)
+        with handle_interrupts():  # clean up on `kill` / `timeout` as on Ctrl-C
+            return args.func(args)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         return EXIT_INTERRUPTED

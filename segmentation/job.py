@@ -44,7 +44,7 @@ from .describe import segment_profiles
 from .encode import Encoder
 from .io import RunFolder, Table, code_partition, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
-from .runtime import load_profile, open_cluster
+from .runtime import check_interrupt, load_profile, open_cluster
 from .scale import ImputeScaler
 from .schema import Schema, SchemaError, default_attributes_path, load_schema, parse_attributes
 
@@ -197,6 +197,7 @@ def run_job(config: JobConfig) -> RunResult:
         if config.report:
             _write_report(folder, config)
         proportions = pd.read_csv(folder.path("proportions.csv"), dtype={"segment": str})
+        check_interrupt()
         output = folder.commit()
     except BaseException:
         folder.abandon()

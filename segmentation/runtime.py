@@ -23,6 +23,7 @@ import difflib
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -592,6 +593,37 @@ def _merge_storage_options(profile_options: Mapping[str, Any], environ: Mapping[
 # --- session -----------------------------------------------------
 
 
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handle_interrupts() -> Iterator[None]:
+    """While open, SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are remembered (main thread only).
+
+    Python drops an exception raised inside a garbage-collector callback ("Exception ignored in ..."), and
+    distributed registers one: a Ctrl-C landing there was lost and the job ran to the end. Remembered, it
+    is raised again by ``check_interrupt`` at the next stage boundary and before a run folder is committed.
+    """
+    _interrupted.clear()
+    previous = {signum: signal.signal(signum, _on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def check_interrupt() -> None:
+    """Raise ``KeyboardInterrupt`` if an interrupt arrived under ``handle_interrupts`` (even if swallowed)."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
 class ClusterSession:
     """A client on a started or connected cluster, with the run's diagnostics.
 
@@ -627,12 +659,15 @@ class ClusterSession:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Stage]:
-        """Time a stage: log its start and end and add its seconds to ``timings[name]`` (also on failure)."""
+        """Time a stage: log its start and end and add its seconds to ``timings[name]`` (also on failure).
+        An interrupt that was swallowed meanwhile is raised at either end (``check_interrupt``)."""
+        check_interrupt()
         stage = Stage(name=name, started=time.perf_counter())
         logger.info("stage %s: started", name)
         outcome = "failed after"
         try:
             yield stage
+            check_interrupt()
             outcome = "finished in"
         finally:
             stage.seconds = time.perf_counter() - stage.started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import ipaddress
 import os
 import shutil
@@ -27,6 +28,8 @@ from segmentation.runtime import (
     LocalSettings,
     ProfileError,
     RemoteSettings,
+    check_interrupt,
+    handle_interrupts,
     load_profile,
     open_cluster,
 )
@@ -514,6 +517,33 @@ def test_ctrl_c_leaves_no_processes_behind(tmp_path):
         if job.poll() is None:
             job.kill()
             job.wait()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_swallowed_by_a_gc_callback_is_raised_again():
+    """How a Ctrl-C was lost (the job then ran to the end): Python drops an exception raised inside a
+    garbage-collector callback, and distributed registers one. The signal handler runs wherever the main
+    thread is, so it is called here from inside such a callback."""
+    from segmentation import runtime
+
+    def callback(phase, info):
+        if phase == "start":
+            runtime._on_interrupt(signal.SIGINT, None)
+
+    before = signal.getsignal(signal.SIGINT)
+    with handle_interrupts():
+        assert signal.getsignal(signal.SIGTERM) is runtime._on_interrupt
+        check_interrupt()  # nothing yet
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()  # the KeyboardInterrupt is swallowed here
+        finally:
+            gc.callbacks.remove(callback)
+        with pytest.raises(KeyboardInterrupt):
+            check_interrupt()
+    assert signal.getsignal(signal.SIGINT) is before
+    with handle_interrupts():
+        check_interrupt()  # a new run starts clean
 
 
 # --- generic clusters --------------------------------------------
