@@ -403,6 +403,13 @@ def sample_positions(block_rows: Iterable[int], size: int, random_state: int | N
     return [rows[cuts[i] : cuts[i + 1]] - bounds[i] for i in range(len(bounds) - 1)]
 
 
+def subsample(rows: np.ndarray, size: int, random_state: int | None) -> np.ndarray:
+    """``size`` of ``rows`` drawn uniformly without replacement, in their order (all when there are fewer)."""
+    if len(rows) <= size:
+        return rows
+    return rows[np.sort(np.random.default_rng(random_state).choice(len(rows), size, replace=False))]
+
+
 def _row_sample(X: da.Array, size: int, random_state: int | None) -> np.ndarray:
     """``size`` rows drawn uniformly without replacement, in row order. Each block gives its rows to the
     client directly (no worker gathers the whole sample)."""
@@ -452,10 +459,7 @@ def _search_and_polish(
     Many cheap restarts find the better of nearby optima more often than a few costly ones, and the
     leading axes carry the clusters' separation (the centres span roughly the first k - 1 principal axes:
     Ding and He, ICML 2004) while the trailing ones add noise to the k-means++ draws and cost."""
-    search = sample
-    if len(sample) > search_size:
-        rows = np.random.default_rng(seed).choice(len(sample), search_size, replace=False)
-        search = sample[np.sort(rows)]
+    search = subsample(sample, search_size, seed)
     # In the sample's own precision: scikit-learn's k-means on float32 is over twice as fast as on float64.
     projected = leading_axes(search, search_axes).astype(search.dtype, copy=False)
     labels = KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=seed).fit(projected).labels_
@@ -504,12 +508,7 @@ def elbow(
         size = params.get("init_sample_size", KMeansSegmenter().init_sample_size)
         with log_duration(logger, f"elbow: sample of {size} rows"):
             sample = _row_sample(X, max(size, silhouette_sample or 0), _seeds(random_state, 1)[0])
-    scored = None
-    if silhouette_sample is not None:
-        scored = sample
-        if len(sample) > silhouette_sample:
-            rows = np.random.default_rng(random_state).choice(len(sample), silhouette_sample, replace=False)
-            scored = sample[np.sort(rows)]
+    scored = None if silhouette_sample is None else subsample(sample, silhouette_sample, random_state)
     rows = []
     for k in ks:
         with log_duration(logger, f"elbow: k={k}"):

@@ -372,10 +372,7 @@ def _elbow(config: JobConfig, prepared: Prepared) -> pd.DataFrame:
     20,000 of the sampled rows): the elbow needs the curve's shape, and 14 full seedings would dominate
     the run."""
     ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
-    sample = prepared.sample
-    if len(sample) > ELBOW_SEED_SAMPLE:
-        rows = np.random.default_rng(config.seed).choice(len(sample), ELBOW_SEED_SAMPLE, replace=False)
-        sample = sample[np.sort(rows)]
+    sample = cluster.subsample(prepared.sample, ELBOW_SEED_SAMPLE, config.seed)
     return cluster.elbow(
         prepared.for_kmeans(),
         ks,
