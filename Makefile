@@ -14,14 +14,16 @@ CUSTOMERS_ROWS := 191652
 endif
 DATA ?= data/demo
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test test-latest lock lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The exact versions in requirements.lock (reproducible runs), then the project itself without resolving again.
+$(STAMP): requirements.lock pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -35,6 +37,24 @@ test: $(STAMP)
 	$(BIN)/ruff check segmentation tests benchmarks
 	$(BIN)/python -m pytest -q -rs
 
+# The whole suite on the newest releases that pyproject.toml allows, in a fresh environment of its own
+# (resolved anew each time, so it follows new releases).
+LATEST ?= .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST) || python3 -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
+	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(pandas|numpy|scikit-learn|dask|distributed|dask-ml|pyarrow|scipy|numba)=='
+	$(LATEST)/bin/python -m pytest -q -rs
+
+# Regenerate requirements.lock: the lowest versions pyproject.toml allows for direct dependencies (so the
+# lower ends of the ranges are what `make test` tests), for every platform and Python 3.11+.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/python -m uv pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+	    --resolution lowest-direct --quiet -o requirements.lock
+
 lint: $(STAMP)
 	$(BIN)/ruff check segmentation tests benchmarks
 
@@ -42,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 
 clean:
-	rm -rf $(VENV) runs data
+	rm -rf $(VENV) $(LATEST) runs data
