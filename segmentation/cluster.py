@@ -21,15 +21,13 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import sklearn
-from dask_ml.cluster.k_means import k_init
-from dask_ml.cluster.k_means import k_means as dask_ml_k_means
-from dask_ml.wrappers import Incremental
 from scipy.spatial.distance import cdist
 from sklearn.base import BaseEstimator
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 from sklearn.utils.validation import check_is_fitted
 
+from . import _daskml
 from ._estimators import (
     SavedEstimator,
     as_row_blocked,
@@ -314,9 +312,8 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         """Centres and iterations of one refinement over all rows (k-means|| seeding when ``centers`` is None)."""
         candidates_per_round = self.oversampling_factor * self.n_clusters
         if self.algorithm == "kmeans||":
-            # dask-ml's KMeans algorithm without the estimator's wrapper: ``KMeans.fit`` adds a pass to scan
-            # for NaN (the SSE pass below catches those) and one for its ``inertia_`` (not the SSE).
-            _, centers, _, n_iter = dask_ml_k_means(
+            # NaN is caught by the SSE pass that follows.
+            return _daskml.lloyd_kmeans(
                 X,
                 self.n_clusters,
                 init="k-means||" if centers is None else centers,
@@ -326,22 +323,18 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
                 tol=tolerance,
                 random_state=seed,
                 n_init=_CANDIDATE_N_INIT,
-                return_n_iter=True,
             )
-            return centers, n_iter
         if centers is None:
-            centers = k_init(
+            centers = _daskml.kmeans_parallel_init(
                 X,
                 self.n_clusters,
-                init="k-means||",
                 random_state=seed,
                 max_iter=self.init_rounds,
                 oversampling_factor=candidates_per_round,
                 n_init=_CANDIDATE_N_INIT,
             )
-        model = Incremental(
-            MiniBatchKMeans(self.n_clusters, init=centers, n_init=1, compute_labels=False, random_state=seed),
-            shuffle_blocks=True,
+        model = _daskml.incremental(
+            MiniBatchKMeans(self.n_clusters, init=centers, n_init=1, compute_labels=False, random_state=seed)
         )
         block_orders = np.random.default_rng(seed)
         for epoch in range(1, self.max_iter + 1):

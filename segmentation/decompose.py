@@ -20,12 +20,12 @@ from typing import Any
 
 import dask
 import dask.array as da
-import dask_ml.decomposition
 import numpy as np
 from dask import delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
+from . import _daskml
 from ._estimators import (
     SavedEstimator,
     as_row_blocked,
@@ -300,9 +300,7 @@ class IncrementalPCA(_BasePCA):
         n_rows, n_features = (int(size) for size in X.shape)
         _check_rows(n_rows)
         batch_rows = min(max(X.chunks[0]), n_rows)
-        solver = dask_ml.decomposition.IncrementalPCA(
-            n_components=min(n_features, batch_rows), batch_size=batch_rows, svd_solver="full"
-        )
+        solver = _daskml.incremental_pca(n_components=min(n_features, batch_rows), batch_size=batch_rows)
         logger.info("IncrementalPCA: batches of %d rows, %d components", batch_rows, solver.n_components)
         try:
             with warnings.catch_warnings():

@@ -39,7 +39,8 @@ def encode_column(values: pd.Series, attribute: Attribute) -> pd.DataFrame:
         present = text.notna().to_numpy()
         data = {}
         for code in attribute.codes:
-            column = (text == code).to_numpy(dtype="float32", na_value=0.0)
+            # fillna before to_numpy: pandas 3's Arrow-backed strings reject to_numpy(na_value=...) to float
+            column = (text == code).fillna(False).to_numpy(dtype="float32")
             column[~present] = np.nan
             data[one_hot_name(attribute.name, code)] = column
         return pd.DataFrame(data, index=index)
