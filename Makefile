@@ -43,8 +43,10 @@ LATEST ?= .venv-latest
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST) || python3 -m venv $(LATEST)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
-	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip uv
+	# uv resolves the newest releases directly (pip's backtracking through moto[server]'s tree ends in
+	# functools32, a Python 2 package, and fails)
+	$(LATEST)/bin/python -m uv pip install --quiet --python $(LATEST)/bin/python --upgrade -e '.[test]'
 	$(LATEST)/bin/python -m pip list --format=freeze | grep -iE '^(pandas|numpy|scikit-learn|dask|distributed|dask-ml|pyarrow|scipy|numba)=='
 	$(LATEST)/bin/python -m pytest -q -rs
 
