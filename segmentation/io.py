@@ -340,8 +340,12 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         .str.strip()
         .str.replace(r"^(-?\d+)\.0$", r"\1", regex=True)
     )
+    dtype = storage_dtype(attribute)
+    if isinstance(dtype, pd.CategoricalDtype):
+        # Values outside the categories become missing here (pandas 3 deprecates doing it in astype).
+        canonical = canonical.where(canonical.isin(dtype.categories))
     text = raw.map(dict(zip(distinct, canonical.astype(object).where(canonical.notna(), None), strict=True)))
-    typed = text.astype(storage_dtype(attribute))
+    typed = text.astype(dtype)
     invalid = present & typed.isna()
     return typed, invalid
 
