@@ -1,22 +1,32 @@
-"""This job vs the plain pandas + scikit-learn notebook pipeline, side by side in one run.
+"""This job vs the plain pandas + scikit-learn notebook pipeline and the raw-parse floor, side by side in one run.
 
     python benchmarks/bench_pipeline.py [--rows 891221 --customers-rows 191652] [--data DIR] [--k 8]
+                                        [--layout generator|relayout] [--parquet] [--json OUT.json]
 
-Generates Arvato-shaped data (real sizes by default; reused if ``--data`` already holds it), then runs, each in
-its own subprocess so that memory is measured for the whole process tree (client + scheduler + workers):
+Generates Arvato-shaped data (real sizes by default; reused if ``--data`` already holds it); ``--layout
+relayout`` rewrites it in a second file layout (``benchmarks/relayout.py``: other column order, integers
+without ``.0``, quoted text codes, an undeclared sentinel, CRLF). Then runs, each in its own subprocess so that
+memory is measured for the whole process tree (client + scheduler + workers):
 
-1. the notebook pipeline: ``read_csv`` both tables, unknown codes -> NaN, drop columns > 30% missing and rows >
-   50% missing, median impute, ``StandardScaler``, ``PCA(0.9)``, ``KMeans(k, n_init=10)``, predict customers;
-2. this job: ``segmentation run`` with the same k (elbow skipped), default local profile.
+1. the floor: one multi-threaded ``pyarrow.csv.read_csv`` of both tables (parse only, nothing else);
+2. the notebook pipeline a user would run today, in its own environment on the newest releases of pandas,
+   scikit-learn and pyarrow (``benchmarks/.venv-notebook``, created on first use; ``--notebook-python`` to
+   use another): ``read_csv`` both tables, unknown codes -> NaN, drop columns > 30% missing and rows > 50%
+   missing, median impute, ``StandardScaler``, ``PCA(0.9)``, ``KMeans(k, n_init=10)``, predict customers;
+3. this job: ``segmentation run`` with the same k (elbow skipped), default local profile;
+4. with ``--parquet``: ``segmentation ingest`` of both tables, then the job on the Parquet files.
 
-Prints wall seconds, peak RSS of the process tree (sampled every 0.2 s with psutil), the ratios, and the
-adjusted Rand index of each against the planted segments. Not a test: timings depend on the machine.
+Prints wall seconds, peak RSS of each process tree (sampled every 0.2 s with psutil), the ratios to the
+notebook and to the floor, the job's stage breakdown and the adjusted Rand index of each against the planted
+segments; ``--json`` saves all of it. Not a test: only ratios from one run carry between machines.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -70,10 +80,49 @@ NOTEBOOK = textwrap.dedent(
 )
 
 
-def peak_tree_rss(command: list[str]) -> tuple[float, int, str]:
+FLOOR = textwrap.dedent(
+    """
+    import sys, pyarrow.csv as pv
+    rows = 0
+    for path in sys.argv[1:]:
+        table = pv.read_csv(path, parse_options=pv.ParseOptions(delimiter=";"))
+        rows += table.num_rows
+        del table
+    print(f"floor: parsed {rows} rows", flush=True)
+    """
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_ENV = ROOT / "benchmarks" / ".venv-notebook"
+NOTEBOOK_PACKAGES = ["pandas", "scikit-learn", "pyarrow", "numpy"]
+
+
+def notebook_python() -> str:
+    """The notebook's own environment on the newest releases (created once; not the job's lock)."""
+    python = NOTEBOOK_ENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {NOTEBOOK_ENV} with the newest {', '.join(NOTEBOOK_PACKAGES)} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(NOTEBOOK_ENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "--upgrade", *NOTEBOOK_PACKAGES], check=True
+        )
+    return str(python)
+
+
+def package_versions(python: str) -> dict:
+    code = (
+        "import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+        + repr(NOTEBOOK_PACKAGES)
+        + "}))"
+    )
+    return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
+
+
+def peak_tree_rss(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
     """Run ``command``; return (seconds, peak RSS of it and all its descendants, stdout)."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     root = psutil.Process(process.pid)
     peak = 0
     while process.poll() is None:
@@ -101,14 +150,39 @@ def ari(assignments: pd.DataFrame, data: Path) -> float:
     return adjusted_rand_score(merged["planted"], merged["segment"].astype(str))
 
 
+def job_command(population: Path, customers: Path, out: Path, args) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "segmentation.cli",
+        "run",
+        "--population",
+        str(population),
+        "--customers",
+        str(customers),
+        "--out",
+        str(out),
+        "--k",
+        str(args.k),
+        "--seed",
+        str(args.seed),
+        "--no-report",
+    ]
+    return command + (["--cluster", args.cluster] if args.cluster else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=891_221)
     parser.add_argument("--customers-rows", type=int, default=191_652)
     parser.add_argument("--data", type=Path, default=Path("data/bench"))
+    parser.add_argument("--layout", choices=["generator", "relayout"], default="generator")
     parser.add_argument("--k", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cluster", default=None, help="cluster profile for the job")
+    parser.add_argument("--parquet", action="store_true", help="also ingest to Parquet and run the job on it")
+    parser.add_argument("--notebook-python", default=None, help="Python of the notebook's environment")
+    parser.add_argument("--json", type=Path, default=None, help="save the figures here")
     parser.add_argument(
         "--notebook-seconds",
         type=float,
@@ -127,59 +201,144 @@ def main() -> None:
         generate(
             args.data, rows=args.rows, customers_rows=args.customers_rows, mailout_rows=1000, seed=args.seed
         )
+    data = args.data
+    if args.layout == "relayout":
+        data = args.data.with_name(args.data.name + "-relayout")
+        if not (data / "population.csv").exists():
+            from relayout import relayout
+
+            print(f"rewriting {args.data} in the second layout into {data} ...", flush=True)
+            relayout(args.data, data, seed=args.seed)
+    population, customers = data / "population.csv", data / "customers.csv"
+    csv_bytes = population.stat().st_size + customers.stat().st_size
+    results: dict = {
+        "rows": {"population": args.rows, "customers": args.customers_rows},
+        "layout": args.layout,
+        "csv_bytes": csv_bytes,
+        "k": args.k,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
 
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         scratch = Path(scratch)
+        (scratch / "floor.py").write_text(FLOOR)
+        print("running the raw-parse floor ...", flush=True)
+        seconds, peak, _ = peak_tree_rss(
+            [sys.executable, str(scratch / "floor.py"), str(population), str(customers)]
+        )
+        results["floor"] = {"seconds": seconds, "peak_bytes": peak}
+
         notebook_out = scratch / "notebook.parquet"
         script = scratch / "notebook.py"
         script.write_text(NOTEBOOK)
         if args.notebook_seconds is None:
-            print("running the pandas + scikit-learn notebook pipeline ...", flush=True)
-            nb_seconds, nb_peak, nb_output = peak_tree_rss(
-                [sys.executable, str(script), str(args.data), str(args.k), str(notebook_out)]
+            python = args.notebook_python or notebook_python()
+            versions = package_versions(python)
+            print(f"running the notebook pipeline ({versions}) ...", flush=True)
+            # The notebook reads the attributes file with segmentation.schema (standard library only).
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            seconds, peak, output = peak_tree_rss(
+                [python, str(script), str(data), str(args.k), str(notebook_out)], env=env
             )
-            print(nb_output.strip().splitlines()[-1])
+            print(output.strip().splitlines()[-1])
+            results["notebook"] = {
+                "seconds": seconds,
+                "peak_bytes": peak,
+                "ari": ari(pd.read_parquet(notebook_out), data),
+                "versions": versions,
+            }
         else:
-            nb_seconds, nb_peak = args.notebook_seconds, float("nan")
+            results["notebook"] = {
+                "seconds": args.notebook_seconds,
+                "peak_bytes": float("nan"),
+                "ari": float("nan"),
+            }
+
         print("running segmentation ...", flush=True)
         run_dir = scratch / "run"
-        command = [
-            sys.executable,
-            "-m",
-            "segmentation.cli",
-            "run",
-            "--population",
-            str(args.data / "population.csv"),
-            "--customers",
-            str(args.data / "customers.csv"),
-            "--out",
-            str(run_dir),
-            "--k",
-            str(args.k),
-            "--seed",
-            str(args.seed),
-            "--no-report",
-        ]
-        if args.cluster:
-            command += ["--cluster", args.cluster]
-        job_seconds, job_peak, _ = peak_tree_rss(command)
+        seconds, peak, _ = peak_tree_rss(job_command(population, customers, run_dir, args))
         run = json.loads((run_dir / "run.json").read_text())
         ours = pd.read_parquet(run_dir / "assignments").query("table == 'population'")
-        ours_ari = ari(ours, args.data)
-        nb_ari = ari(pd.read_parquet(notebook_out), args.data) if notebook_out.exists() else float("nan")
+        results["job"] = {
+            "seconds": seconds,
+            "peak_bytes": peak,
+            "ari": ari(ours, data),
+            "stages": run["timings"],
+            "peak_worker_memory": run.get("peak_worker_memory"),
+            "pca": run["pca"],
+        }
+        if args.parquet:
+            print("ingesting to Parquet ...", flush=True)
+            started = time.perf_counter()
+            for table, path in (("population", population), ("customers", customers)):
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "segmentation.cli",
+                        "ingest",
+                        str(path),
+                        str(scratch / f"{table}.parquet"),
+                    ],
+                    check=True,
+                )
+            ingest_seconds = time.perf_counter() - started
+            print("running segmentation on Parquet ...", flush=True)
+            seconds, peak, _ = peak_tree_rss(
+                job_command(
+                    scratch / "population.parquet", scratch / "customers.parquet", scratch / "run-pq", args
+                )
+            )
+            run = json.loads((scratch / "run-pq" / "run.json").read_text())
+            ours = pd.read_parquet(scratch / "run-pq" / "assignments").query("table == 'population'")
+            results["job_parquet"] = {
+                "seconds": seconds,
+                "peak_bytes": peak,
+                "ari": ari(ours, data),
+                "stages": run["timings"],
+                "ingest_seconds": ingest_seconds,
+            }
 
+    report(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"saved {args.json}")
+
+
+def report(results: dict) -> None:
     gib = 2**30
+    notebook, floor, job = results["notebook"], results["floor"], results["job"]
+    rows = results["rows"]
     print()
-    print(f"rows: population {args.rows:,}, customers {args.customers_rows:,}; k={args.k}")
-    print(f"{'':28}{'seconds':>10}{'peak RSS GiB':>15}{'ARI':>8}")
-    print(f"{'pandas + scikit-learn':28}{nb_seconds:>10.1f}{nb_peak / gib:>15.2f}{nb_ari:>8.3f}")
-    print(f"{'segmentation (Dask)':28}{job_seconds:>10.1f}{job_peak / gib:>15.2f}{ours_ari:>8.3f}")
     print(
-        f"ratio (segmentation / notebook): time {job_seconds / nb_seconds:.2f}x, "
-        f"peak memory {job_peak / nb_peak:.2f}x"
+        f"rows: population {rows['population']:,}, customers {rows['customers']:,}; k={results['k']}; "
+        f"layout {results['layout']}, {results['csv_bytes'] / 1e9:.2f} GB of CSV"
     )
-    print("job stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in run["timings"].items()))
-    print(f"job PCA: {run['pca']}, peak worker memory {run.get('peak_worker_memory', 0) / gib:.2f} GiB")
+    print(f"{'':34}{'seconds':>10}{'peak RSS GiB':>15}{'ARI':>8}")
+    lines = [
+        ("raw-parse floor (pyarrow)", floor),
+        ("notebook (pandas + scikit-learn)", notebook),
+        ("segmentation (Dask), CSV", job),
+    ]
+    if "job_parquet" in results:
+        lines.append(("segmentation, ingested Parquet", results["job_parquet"]))
+    for name, figures in lines:
+        print(
+            f"{name:34}{figures['seconds']:>10.1f}{figures['peak_bytes'] / gib:>15.2f}"
+            f"{figures.get('ari', float('nan')):>8.3f}"
+        )
+    ratios = {
+        "job_over_notebook_time": job["seconds"] / notebook["seconds"],
+        "job_over_notebook_memory": job["peak_bytes"] / notebook["peak_bytes"],
+        "job_over_floor": job["seconds"] / floor["seconds"],
+        "read_stage_over_floor": job["stages"].get("read", float("nan")) / floor["seconds"],
+    }
+    if "job_parquet" in results:
+        ratios["parquet_job_over_notebook_time"] = results["job_parquet"]["seconds"] / notebook["seconds"]
+    results["ratios"] = ratios
+    print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print("job stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in job["stages"].items()))
+    print(f"job PCA: {job['pca']}, peak worker memory {(job['peak_worker_memory'] or 0) / gib:.2f} GiB")
 
 
 if __name__ == "__main__":
