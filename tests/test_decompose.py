@@ -173,8 +173,10 @@ def test_constant_and_tiny_input_are_refused():
     for one_row in (np.ones((1, 3), dtype=np.float32), da.ones((1, 3), dtype=np.float32)):
         with pytest.raises(ValueError, match="at least 2 samples .rows., got n_samples=1"):
             TsqrPCA(1).fit(one_row)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="Expected 2D array"):
         GramPCA().fit(np.ones(5))
+    with pytest.raises(ValueError, match="2-D"):
+        GramPCA().fit(da.ones(5))
 
 
 def test_transform_checks_width_and_fit(X):
