@@ -13,7 +13,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import is_lazy, schema_of
@@ -67,7 +67,7 @@ def row_missing_histogram(share: pd.Series, bins: int = ROW_HISTOGRAM_BINS) -> n
     return counts
 
 
-class Cleaner(BaseEstimator):
+class Cleaner(TransformerMixin, BaseEstimator):
     """Map unknown codes to missing, drop mostly-missing columns, and flag rows with too little data.
 
     ``fit`` and ``transform`` take typed frames (``io.read_table(...).frame``, or its ``.compute()``), pandas
@@ -168,6 +168,10 @@ class Cleaner(BaseEstimator):
         """The kept feature columns, in file order."""
         check_is_fitted(self, "kept_columns_")
         return np.asarray(self.kept_columns_, dtype=object)
+
+    def set_aside(self, frame: pd.DataFrame) -> np.ndarray:
+        """True for the rows of a typed pandas frame that the job sets aside as ``insufficient_data``."""
+        return self.set_aside_mask(self.transform(frame)).to_numpy()
 
     def set_aside_mask(self, recoded: pd.DataFrame) -> pd.Series:
         """True for rows with too little data (a pure function of a recoded partition)."""

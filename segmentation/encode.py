@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import schema_of
@@ -63,7 +63,7 @@ def encode_column(values: pd.Series, attribute: Attribute) -> pd.DataFrame:
     return pd.DataFrame({attribute.name: values.astype("float32")}, index=index)
 
 
-class Encoder(BaseEstimator):
+class Encoder(TransformerMixin, BaseEstimator):
     """Turn the kept attribute columns into numeric features.
 
     Parameters

@@ -20,7 +20,7 @@ import importlib
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -62,7 +62,7 @@ class RunResult:
     output: str  # the run folder
     proportions: pd.DataFrame  # proportions.csv: each segment's share of population and customers
     run: dict  # run.json
-    model: SegmentationModel  # the fitted chain; model.kmeans.predict etc., or model.assign_partition
+    model: SegmentationModel = field(repr=False)  # the fitted chain (cleaner, encoder, scaler, pca, kmeans)
     assignments: str  # folder of Parquet files: LNR, table, segment of every row of every table
 
 

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._estimators import schema_of
@@ -64,7 +64,7 @@ def _fill_mean_scale(
     return float(fill), mean, float(np.sqrt(variance)) if scaled else 1.0
 
 
-class ImputeScaler(BaseEstimator):
+class ImputeScaler(TransformerMixin, BaseEstimator):
     """Impute (median, or most frequent category for one-hot blocks) and standardize encoded features.
 
     Two ways to fit, with the same result: ``fit`` on the encoded frame (``Encoder.transform``'s output,
