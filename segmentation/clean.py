@@ -71,8 +71,8 @@ class Cleaner(TransformerMixin, BaseEstimator):
     """Map unknown codes to missing, drop mostly-missing columns, and flag rows with too little data.
 
     ``fit`` and ``transform`` take typed frames (``io.read_table(...).frame``, or its ``.compute()``), pandas
-    or Dask. ``transform`` keeps every row (a scikit-learn step may not drop rows): ``set_aside_mask`` of
-    its output tells which rows the job sets aside as ``insufficient_data``.
+    or Dask. ``transform`` keeps every row (a scikit-learn step may not drop rows): ``set_aside(frame)``
+    tells which rows the job sets aside as ``insufficient_data``.
 
     Parameters
     ----------
