@@ -1,20 +1,25 @@
-"""Helpers shared by the fitted steps in ``decompose`` and ``cluster``: row-blocked Dask input, phase timing,
-and saving fitted estimators as JSON (scalars) plus ``.npy`` files (arrays), never pickle."""
+"""Helpers shared by the fitted steps: row-blocked Dask input, in-memory input validated as scikit-learn does,
+the schema parameter, phase timing, and saving fitted estimators as JSON (scalars) plus ``.npy`` files
+(arrays), never pickle."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .schema import Schema, default_attributes_path, load_schema
 
 # Rows per block when plain NumPy input is wrapped in a Dask array.
 NUMPY_BLOCK_ROWS = 50_000
@@ -38,6 +43,48 @@ def as_row_blocked(X: Any) -> da.Array:
     if X.numblocks[1] > 1:
         X = X.rechunk({1: -1})
     return X
+
+
+def is_lazy(X: Any) -> bool:
+    """True for Dask collections (processed block by block), False for in-memory data."""
+    return dask.is_dask_collection(X)
+
+
+def validated(estimator: Any, X: Any, reset: bool) -> Any:
+    """``X`` checked for ``estimator``: a Dask input becomes a row-blocked Dask array (see
+    :func:`as_row_blocked`); anything else goes through scikit-learn's ``validate_data`` (2-D, finite,
+    float32 or float64, feature names and ``n_features_in_``) and comes back as a NumPy array.
+
+    ``reset=True`` (in ``fit``) records the number of features; ``reset=False`` checks it.
+    """
+    if not is_lazy(X):
+        return validate_data(estimator, X, reset=reset, dtype=[np.float64, np.float32])
+    X = as_row_blocked(X)
+    if reset:
+        estimator.__dict__.pop("feature_names_in_", None)  # a refit on Dask forgets an earlier frame's names
+    else:
+        expected = estimator.n_features_in_
+        if X.shape[1] != expected:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting {expected} "
+                "features as input."
+            )
+    return X
+
+
+@lru_cache(maxsize=8)
+def _load_schema(path: str) -> Schema:
+    return load_schema(path)
+
+
+def schema_of(schema: Schema | str | os.PathLike | None) -> Schema:
+    """The schema an estimator's ``schema`` parameter stands for: a ``Schema``, the path of an attributes
+    file (read once per process), or None for the packaged Arvato attributes."""
+    if isinstance(schema, Schema):
+        return schema
+    if schema is not None and not isinstance(schema, str | os.PathLike):
+        raise TypeError(f"schema must be a Schema, an attributes file path or None, got {type(schema).__name__}")
+    return _load_schema(str(default_attributes_path() if schema is None else schema))
 
 
 def tree_reduce(parts: list, combine, width: int = 8):

@@ -7,13 +7,16 @@ they form their own segment, ``insufficient_data``, counted in every table of sh
 from __future__ import annotations
 
 import logging
+import os
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
+from ._estimators import is_lazy, schema_of
 from .codes import Codebook, CodedBlock, CodeIndex, code_indexes
 from .scale import merge_histograms
 from .schema import Schema
@@ -64,12 +67,17 @@ def row_missing_histogram(share: pd.Series, bins: int = ROW_HISTOGRAM_BINS) -> n
     return counts
 
 
-class Cleaner(BaseEstimator):
+class Cleaner(TransformerMixin, BaseEstimator):
     """Map unknown codes to missing, drop mostly-missing columns, and flag rows with too little data.
+
+    ``fit`` and ``transform`` take typed frames (``io.read_table(...).frame``, or its ``.compute()``), pandas
+    or Dask. ``transform`` keeps every row (a scikit-learn step may not drop rows): ``set_aside(frame)``
+    tells which rows the job sets aside as ``insufficient_data``.
 
     Parameters
     ----------
-    schema : Schema
+    schema : Schema, str or path, default=None
+        The schema, or the path of an attributes file; None: the packaged Arvato attributes.
     column_missing_threshold : float, default 0.3
         Feature columns missing in more than this share of population rows are dropped.
     row_missing_threshold : float, default 0.5
@@ -83,10 +91,18 @@ class Cleaner(BaseEstimator):
     kept_columns_ : list of str
         Feature columns kept, in file order.
     n_rows_ : int
+
+    Example
+    -------
+    >>> cleaner = Cleaner("attributes.csv").fit(population)  # doctest: +SKIP
+    >>> recoded = cleaner.transform(population)  # kept feature columns, unknown codes -> missing  # doctest: +SKIP
     """
 
     def __init__(
-        self, schema: Schema, column_missing_threshold: float = 0.3, row_missing_threshold: float = 0.5
+        self,
+        schema: Schema | str | os.PathLike | None = None,
+        column_missing_threshold: float = 0.3,
+        row_missing_threshold: float = 0.5,
     ):
         self.schema = schema
         self.column_missing_threshold = column_missing_threshold
@@ -98,24 +114,36 @@ class Cleaner(BaseEstimator):
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"{name} must lie in (0, 1], got {value!r}")
 
+    def _schema(self) -> Schema:
+        return schema_of(self.schema)
+
     def recode(self, frame: dd.DataFrame) -> dd.DataFrame:
         """Unknown codes -> missing, lazily, partition by partition."""
-        return frame.map_partitions(unknown_to_missing, self.schema, meta=_recoded_meta(frame, self.schema))
+        schema = self._schema()
+        return frame.map_partitions(unknown_to_missing, schema, meta=_recoded_meta(frame, schema))
 
     def missing_counts(self, frame: dd.DataFrame):
         """A lazy Series: missing values per column after recoding, with the row count in ``__rows__``."""
         meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in [*frame.columns, "__rows__"]})
-        return frame.map_partitions(partition_missing_counts, self.schema, meta=meta).sum()
+        return frame.map_partitions(partition_missing_counts, self._schema(), meta=meta).sum()
 
-    def fit(self, frame: dd.DataFrame, y=None, missing=None) -> Cleaner:
-        """Fit on the population. ``missing`` may pass precomputed counts (from a shared pass)."""
+    def fit(self, frame: pd.DataFrame | dd.DataFrame | None, y=None, missing=None) -> Cleaner:
+        """Fit on the population (pandas or Dask; columns not in the schema are ignored). ``missing`` may
+        pass precomputed counts (from a shared pass) instead of ``frame``."""
         self._check_params()
+        schema = self._schema()
         if missing is None:
-            (missing,) = dask.compute(self.missing_counts(frame))
+            if frame is None:
+                raise ValueError("Cleaner.fit needs the population frame (or its missing counts)")
+            frame = frame[[c for c in frame.columns if c in schema]]
+            if is_lazy(frame):
+                (missing,) = dask.compute(self.missing_counts(frame))
+            else:
+                missing = partition_missing_counts(frame, schema).iloc[0]
         self.n_rows_ = int(missing["__rows__"])
         share = (missing.drop("__rows__") / max(self.n_rows_, 1)).astype("float64")
         self.missing_share_ = share
-        features = [a.name for a in self.schema.features() if a.name in share.index]
+        features = [a.name for a in schema.features() if a.name in share.index]
         self.dropped_columns_ = [c for c in features if share[c] > self.column_missing_threshold]
         self.kept_columns_ = [c for c in features if c not in self.dropped_columns_]
         logger.info(
@@ -125,6 +153,25 @@ class Cleaner(BaseEstimator):
             100 * self.column_missing_threshold,
         )
         return self
+
+    def transform(self, frame: pd.DataFrame | dd.DataFrame) -> pd.DataFrame | dd.DataFrame:
+        """The kept feature columns, unknown codes -> missing; every row kept (pandas in, pandas out; Dask
+        in, lazy Dask out)."""
+        check_is_fitted(self, "kept_columns_")
+        absent = [c for c in self.kept_columns_ if c not in frame.columns]
+        if absent:
+            raise ValueError(f"columns missing from the frame: {', '.join(absent[:5])}")
+        kept = frame[self.kept_columns_]
+        return self.recode(kept) if is_lazy(kept) else unknown_to_missing(kept, self._schema())
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The kept feature columns, in file order."""
+        check_is_fitted(self, "kept_columns_")
+        return np.asarray(self.kept_columns_, dtype=object)
+
+    def set_aside(self, frame: pd.DataFrame) -> np.ndarray:
+        """True for the rows of a typed pandas frame that the job sets aside as ``insufficient_data``."""
+        return self.set_aside_mask(self.transform(frame)).to_numpy()
 
     def set_aside_mask(self, recoded: pd.DataFrame) -> pd.Series:
         """True for rows with too little data (a pure function of a recoded partition)."""
@@ -148,13 +195,13 @@ class Cleaner(BaseEstimator):
 
     def partition_statistics(self, frame: pd.DataFrame) -> tuple[dict, np.ndarray, np.ndarray]:
         """``block_statistics`` of a typed pandas partition."""
-        codebook = Codebook(self.schema)
+        codebook = Codebook(self._schema())
         return self.block_statistics(codebook, codebook.encode(frame))
 
     def value_histograms_from_counts(self, counts: dict, dtypes: dict) -> dict[str, pd.Series]:
         """Merged ``partition_statistics`` counts -> value histograms (what ``ImputeScaler`` fits on)."""
         return {
-            column: CodeIndex(self.schema[column], dtypes[column]).value_histogram(value)
+            column: CodeIndex(self._schema()[column], dtypes[column]).value_histogram(value)
             for column, value in counts.items()
         }
 

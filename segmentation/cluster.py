@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import sklearn
 from scipy.spatial.distance import cdist
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 from sklearn.utils.validation import check_is_fitted
@@ -31,9 +31,11 @@ from . import _daskml
 from ._estimators import (
     SavedEstimator,
     as_row_blocked,
+    is_lazy,
     load_fitted,
     log_duration,
     restore,
+    validated,
     with_known_row_chunks,
 )
 
@@ -98,8 +100,11 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
-class KMeansSegmenter(SavedEstimator, BaseEstimator):
+class KMeansSegmenter(SavedEstimator, ClusterMixin, BaseEstimator):
     """K-means over row blocks: a seeding, then refinement over all rows, scored by the true SSE.
+
+    ``X`` is a Dask array (or Dask DataFrame), processed block by block, or in-memory data (NumPy, pandas),
+    validated as scikit-learn does; ``predict`` and ``labels_`` answer in kind (lazy Dask, or NumPy).
 
     Seeding (``init``):
 
@@ -175,6 +180,9 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
     n_iter_ : int
         Lloyd iterations or epochs of the kept refinement.
     n_features_in_ : int
+    labels_ : ndarray or dask.array.Array of shape (n_rows,), int32
+        Nearest-centre label of each fitted row: NumPy for in-memory ``X``; for Dask ``X`` a lazy Dask
+        array (computing it is one more pass over ``X``). Not saved with the model.
 
     Example
     -------
@@ -252,12 +260,13 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         (scikit-learn's ``copy_x=False``, which saves a copy), so its values may change in the last bits.
         """
         self._validate_params()
-        X = with_known_row_chunks(as_row_blocked(X))
+        given = validated(self, X, reset=True)
+        X = with_known_row_chunks(as_row_blocked(given))
         if min(X.chunks[0]) == 0:  # scikit-learn's distance functions refuse empty blocks
             X = X.rechunk({0: tuple(size for size in X.chunks[0] if size)})
         n_rows, n_features = int(X.shape[0]), int(X.shape[1])
         if n_rows < self.n_clusters:
-            raise ValueError(f"n_clusters={self.n_clusters} is larger than the {n_rows} rows of X")
+            raise ValueError(f"n_samples={n_rows} should be >= n_clusters={self.n_clusters}")
         if self.batch_size is not None:
             X = X.rechunk({0: self.batch_size})
         name = f"KMeansSegmenter({self.algorithm}, init={self.init}, k={self.n_clusters})"
@@ -304,6 +313,10 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
         self.n_iter_ = int(runs[best][1])
         self.sse_ = float(sses[best])
         self.n_features_in_ = n_features
+        if is_lazy(given):
+            self.labels_ = predict_segments(X, self.cluster_centers_)
+        else:
+            self.labels_ = nearest_centre(given, self.cluster_centers_)
         return self
 
     def _refine(
@@ -347,10 +360,26 @@ class KMeansSegmenter(SavedEstimator, BaseEstimator):
                 break
         return centers, epoch
 
-    def predict(self, X: Any) -> da.Array:
-        """Nearest-centre labels of ``X``: a lazy int32 Dask array."""
+    def predict(self, X: Any) -> da.Array | np.ndarray:
+        """Nearest-centre labels of ``X``, int32: a lazy Dask array for Dask input, else NumPy."""
         check_is_fitted(self, "cluster_centers_")
-        return predict_segments(X, self.cluster_centers_)
+        X = validated(self, X, reset=False)
+        if is_lazy(X):
+            return predict_segments(X, self.cluster_centers_)
+        return nearest_centre(X, self.cluster_centers_)
+
+    def fit_predict(self, X: Any, y: None = None, sample: np.ndarray | None = None) -> da.Array | np.ndarray:
+        """``fit(X)``, then the labels of its rows (``labels_``)."""
+        return self.fit(X, sample=sample).labels_
+
+    def score(self, X: Any, y: None = None) -> float:
+        """Minus the sum of squared distances of ``X``'s rows to their nearest centre (higher is better,
+        as scikit-learn's ``KMeans.score``); one pass for Dask input."""
+        check_is_fitted(self, "cluster_centers_")
+        X = validated(self, X, reset=False)
+        if is_lazy(X):
+            return -sum_of_squared_distances(X, self.cluster_centers_)
+        return -float(_block_sse(X, self.cluster_centers_)[0])
 
 
 def load(directory: str | Path) -> KMeansSegmenter:

@@ -22,7 +22,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import _daskml
@@ -30,10 +30,12 @@ from ._estimators import (
     SavedEstimator,
     as_row_blocked,
     block_row_counts,
+    is_lazy,
     load_fitted,
     log_duration,
     restore,
     tree_reduce,
+    validated,
     with_known_row_chunks,
 )
 
@@ -134,7 +136,7 @@ def _check_n_components(n_components: Any, n_features: int) -> None:
 
 def _check_rows(n_rows: int) -> None:
     if n_rows < 2:
-        raise ValueError(f"PCA needs at least 2 rows, got {n_rows}")
+        raise ValueError(f"PCA needs at least 2 samples (rows), got n_samples={n_rows}")
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,12 @@ class _Spectrum:
     total_variance: float
 
 
-class _BasePCA(SavedEstimator, TransformerMixin, BaseEstimator):
-    """The contract shared by every solver: fitting, component choice, transform, persistence."""
+class _BasePCA(SavedEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """The contract shared by every solver: fitting, component choice, transform, persistence.
+
+    Input is a Dask array (or Dask DataFrame) processed block by block, or in-memory data (NumPy, pandas),
+    validated as scikit-learn does; ``transform`` answers in kind (lazy Dask, or NumPy), always float32.
+    """
 
     _fitted = (
         "n_samples_",
@@ -168,9 +174,18 @@ class _BasePCA(SavedEstimator, TransformerMixin, BaseEstimator):
     def _spectrum(self, X: da.Array) -> _Spectrum:
         raise NotImplementedError
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # float32 in, float32 out (any input: float32)
+        return tags
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components_
+
     def fit(self, X: Any, y: None = None) -> _BasePCA:
-        """Fit on a row-blocked array ``X`` of shape (n_rows, n_features); returns ``self``."""
-        X = as_row_blocked(X)
+        """Fit on ``X`` of shape (n_rows, n_features), Dask or in memory; returns ``self``."""
+        X = as_row_blocked(validated(self, X, reset=True))
         n_features = int(X.shape[1])
         _check_n_components(self.n_components, n_features)
         with log_duration(logger, f"{type(self).__name__}.fit ({n_features} features)"):
@@ -215,11 +230,13 @@ class _BasePCA(SavedEstimator, TransformerMixin, BaseEstimator):
         self._check_width(np.shape(X)[1], self.n_features_in_, "X")
         return project(X, self.mean_, self.components_)
 
-    def transform(self, X: Any) -> da.Array:
-        """Project ``X`` block by block; a lazy float32 Dask array of shape (n_rows, n_components_)."""
+    def transform(self, X: Any) -> da.Array | np.ndarray:
+        """Project ``X`` on the components, float32 of shape (n_rows, n_components_): a lazy Dask array
+        (block by block) for Dask input, a NumPy array for in-memory input."""
         check_is_fitted(self, "components_")
-        X = as_row_blocked(X)
-        self._check_width(X.shape[1], self.n_features_in_, "X")
+        X = validated(self, X, reset=False)
+        if not is_lazy(X):
+            return project(X, self.mean_, self.components_)
         return X.map_blocks(
             project,
             mean=self.mean_.astype(np.float32),

@@ -11,10 +11,14 @@ Missing stays missing here (a one-hot block is all-missing for a missing categor
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
+from ._estimators import schema_of
 from .schema import Attribute, Schema
 
 
@@ -59,36 +63,56 @@ def encode_column(values: pd.Series, attribute: Attribute) -> pd.DataFrame:
     return pd.DataFrame({attribute.name: values.astype("float32")}, index=index)
 
 
-class Encoder(BaseEstimator):
+class Encoder(TransformerMixin, BaseEstimator):
     """Turn the kept attribute columns into numeric features.
 
     Parameters
     ----------
-    schema : Schema
-    columns : list of str
-        The source attributes to encode (the cleaner's kept columns).
+    schema : Schema, str or path, default=None
+        The schema, or the path of an attributes file; None: the packaged Arvato attributes.
+    columns : list of str, default=None
+        The source attributes to encode (the cleaner's kept columns); None: the feature columns of the
+        frame given to ``fit``, in its order.
 
     Attributes
     ----------
     feature_names_out_ : list of str
     sources_ : dict
-        Source attribute -> the features it becomes.
+        Source attribute -> the features it becomes, in the order encoded.
+
+    Example
+    -------
+    >>> encoded = Encoder("attributes.csv").fit_transform(cleaner.transform(population))  # doctest: +SKIP
     """
 
-    def __init__(self, schema: Schema, columns: list[str]):
+    def __init__(self, schema: Schema | str | os.PathLike | None = None, columns: list[str] | None = None):
         self.schema = schema
         self.columns = columns
 
-    def fit(self, frame=None, y=None) -> Encoder:
-        """Nothing to learn from data: categories and splits come from the schema."""
-        unknown = [c for c in self.columns if c not in self.schema]
+    def fit(self, frame: pd.DataFrame | None = None, y=None) -> Encoder:
+        """Nothing to learn from the values: categories and splits come from the schema."""
+        schema = schema_of(self.schema)
+        if self.columns is not None:
+            columns = list(self.columns)
+        elif frame is not None:
+            columns = [c for c in frame.columns if c in schema and schema[c].is_feature]
+        else:
+            raise ValueError("Encoder.fit needs columns=[...] or a frame whose columns to encode")
+        unknown = [c for c in columns if c not in schema]
         if unknown:
             raise ValueError(f"columns not in the schema: {', '.join(unknown)}")
-        self.sources_ = {c: feature_names(self.schema[c]) for c in self.columns}
+        self.sources_ = {c: feature_names(schema[c]) for c in columns}
         self.feature_names_out_ = [f for features in self.sources_.values() for f in features]
         return self
 
     def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Encode a recoded pandas partition (pure)."""
-        parts = [encode_column(frame[c], self.schema[c]) for c in self.columns]
+        """Encode a recoded pandas frame (pure): float32 features, missing stays NaN."""
+        check_is_fitted(self, "sources_")
+        schema = schema_of(self.schema)
+        parts = [encode_column(frame[c], schema[c]) for c in self.sources_]
         return pd.concat(parts, axis=1) if parts else pd.DataFrame(index=frame.index)
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """The encoded feature names."""
+        check_is_fitted(self, "sources_")
+        return np.asarray(self.feature_names_out_, dtype=object)

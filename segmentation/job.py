@@ -20,7 +20,7 @@ import importlib
 import logging
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -57,9 +57,13 @@ LOADINGS_TOP = 10
 
 @dataclass
 class RunResult:
-    output: str
-    proportions: pd.DataFrame
-    run: dict
+    """What ``run_job`` returns: where the run folder is, and its main results in memory."""
+
+    output: str  # the run folder
+    proportions: pd.DataFrame  # proportions.csv: each segment's share of population and customers
+    run: dict  # run.json
+    model: SegmentationModel = field(repr=False)  # the fitted chain (cleaner, encoder, scaler, pca, kmeans)
+    assignments: str  # folder of Parquet files: LNR, table, segment of every row of every table
 
 
 def versions() -> dict:
@@ -181,7 +185,7 @@ def run_job(config: JobConfig) -> RunResult:
             logger.info("Dask dashboard: %s", session.dashboard_link)
             print(f"Dask dashboard: {session.dashboard_link}", flush=True)
             with session.performance_report(folder.path("performance_report.html")):
-                run = _run_stages(config, schema, attributes_text, session, folder)
+                model, run = _run_stages(config, schema, attributes_text, session, folder)
             run["cluster"] = session.describe()
             run["peak_worker_memory"] = session.peak_worker_memory()
             run["timings"] = dict(session.timings)
@@ -202,7 +206,7 @@ def run_job(config: JobConfig) -> RunResult:
     except BaseException:
         folder.abandon()
         raise
-    return RunResult(output, proportions, run)
+    return RunResult(output, proportions, run, model, f"{output.rstrip('/')}/assignments")
 
 
 def _import_on_workers(client) -> None:
@@ -449,7 +453,9 @@ def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
     return dd.from_delayed(parts, meta=_ASSIGNMENT_META, verify_meta=False)
 
 
-def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder) -> dict:
+def _run_stages(
+    config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder
+) -> tuple[SegmentationModel, dict]:
     work = config.work_dir or folder.scratch
     prepared = _prepare(config, schema, session, work)
     tables, first_pass, statistics, model = (
@@ -514,7 +520,7 @@ def _run_stages(config: JobConfig, schema: Schema, attributes_text: str, session
                 f"row accounting broken for {name}: read {read}, assigned {assigned}, aside {aside}"
             )
         rows[name] = {"read": read, "assigned": assigned, "set_aside": aside}
-    return {
+    return model, {
         "rows": rows,
         "columns": {
             "input": len(schema.columns("population")),

@@ -837,7 +837,29 @@ def open_cluster(
 CLOSE_TIMEOUT = 30  # seconds to wait for the client and a started cluster to close
 
 
+@contextmanager
+def _main_hidden_from_workers() -> Iterator[None]:
+    """Hide ``__main__``'s file and module name from spawned worker processes while the block runs.
+
+    A spawned process re-imports the parent's ``__main__`` from them, so a script calling ``run_job`` without
+    an ``if __name__ == "__main__":`` guard would start a cluster again in every worker and fail with
+    "start a new process before the current process has finished its bootstrapping phase". Workers need
+    nothing from the script: the job's tasks import ``segmentation`` (cloudpickle ships ``__main__``'s
+    functions by value).
+    """
+    main = sys.modules["__main__"]
+    hidden = {name: main.__dict__.pop(name) for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(hidden)
+
+
 def _start_local(settings: LocalSettings, profile: Profile, stack: ExitStack) -> tuple[Client, LocalCluster]:
+    if settings.processes:
+        stack.enter_context(_main_hidden_from_workers())  # restored after the cluster has closed
     try:
         cluster = LocalCluster(
             n_workers=settings.n_workers,

@@ -182,7 +182,9 @@ def test_same_random_state_same_result(blocked_blobs, algorithm, init):
 def test_unknown_chunks_and_numpy_input(blobs, algorithm):
     from_frame = unknown_chunks(da.from_array(blobs[:2000], chunks=(500, 10)))
     segmenter = KMeansSegmenter(4, algorithm=algorithm, random_state=0, n_init=1).fit(from_frame)
-    assert segmenter.predict(blobs[:2000]).compute().shape == (2000,)
+    labels = segmenter.predict(blobs[:2000])  # NumPy in, NumPy out
+    assert isinstance(labels, np.ndarray) and labels.shape == (2000,)
+    np.testing.assert_array_equal(labels, segmenter.predict(from_frame).compute())
     assert np.isnan(from_frame.chunks[0]).all()  # the caller's array is left as it was
 
 
@@ -237,7 +239,7 @@ def test_load_refuses_other_estimators(tmp_path):
         ({"batch_size": 100}, "batch_size applies to algorithm='minibatch' only"),
         ({"algorithm": "minibatch", "batch_size": 0}, "batch_size must be an int >= 1"),
         ({"random_state": np.random.RandomState(0)}, "random_state must be None or an int"),
-        ({"n_clusters": 701}, "n_clusters=701 is larger than the 700 rows of X"),
+        ({"n_clusters": 701}, "n_samples=700 should be >= n_clusters=701"),
     ],
 )
 def test_bad_parameters(small, params, match):
@@ -250,6 +252,8 @@ def test_non_finite_input_is_refused(small):
     X = small[0].copy()
     X[3, 1] = np.inf
     with pytest.raises(ValueError, match="NaN or infinite"):
+        KMeansSegmenter(2).fit(da.from_array(X))
+    with pytest.raises(ValueError, match="Input X contains infinity"):  # scikit-learn's validation
         KMeansSegmenter(2).fit(X)
 
 

@@ -101,13 +101,16 @@ def test_transform_matches_sklearn_up_to_sign(X, reference, solver):
     assert computed.shape == (N_ROWS, pca.n_components_) and computed.dtype == np.float32
     expected = reference.transform(X.astype(np.float64))[:, : pca.n_components_]
     assert_same_up_to_sign(computed.T, expected.T, atol=1e-4)
-    np.testing.assert_array_equal(pca.transform_array(X), pca.transform(X).compute())
+    in_memory = pca.transform(X)  # NumPy in, NumPy out
+    assert isinstance(in_memory, np.ndarray) and in_memory.dtype == np.float32
+    np.testing.assert_array_equal(pca.transform_array(X), in_memory)
+    np.testing.assert_array_equal(in_memory, computed)
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_inverse_transform_round_trips(X, reference, solver):
     full = make_pca(solver, N_FEATURES).fit(X)
-    np.testing.assert_allclose(full.inverse_transform(full.transform(X).compute()), X, atol=1e-4)
+    np.testing.assert_allclose(full.inverse_transform(full.transform(X)), X, atol=1e-4)
     kept = make_pca(solver, 0.9).fit(X)
     centres = np.random.default_rng(1).normal(size=(5, kept.n_components_))
     back = kept.inverse_transform(centres)
@@ -167,17 +170,25 @@ def test_non_finite_input_is_refused(X, solver):
 def test_constant_and_tiny_input_are_refused():
     with pytest.raises(ValueError, match="zero total variance"):
         GramPCA(2).fit(np.ones((10, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match="at least 2 rows"):
-        TsqrPCA(1).fit(np.ones((1, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match="2-D"):
+    for one_row in (np.ones((1, 3), dtype=np.float32), da.ones((1, 3), dtype=np.float32)):
+        with pytest.raises(ValueError, match="at least 2 samples .rows., got n_samples=1"):
+            TsqrPCA(1).fit(one_row)
+    with pytest.raises(ValueError, match="Expected 2D array"):
         GramPCA().fit(np.ones(5))
+    with pytest.raises(ValueError, match="2-D"):
+        GramPCA().fit(da.ones(5))
 
 
 def test_transform_checks_width_and_fit(X):
     with pytest.raises(Exception, match="not fitted"):
         GramPCA().transform(X)
+    pca = GramPCA().fit(X)
+    with pytest.raises(ValueError, match="X has 39 features, but GramPCA is expecting 40 features"):
+        pca.transform(X[:, :-1])
+    with pytest.raises(ValueError, match="X has 39 features, but GramPCA is expecting 40 features"):
+        pca.transform(da.from_array(X[:, :-1]))
     with pytest.raises(ValueError, match="X has 39 columns; this PCA expects 40"):
-        GramPCA().fit(X).transform(X[:, :-1])
+        pca.transform_array(X[:, :-1])
 
 
 def test_refit_forgets_the_earlier_fit(X):
@@ -198,7 +209,7 @@ def test_save_load_round_trip(X, solver, tmp_path):
     for name, value in pca.to_dict()["attributes"].items():
         np.testing.assert_array_equal(getattr(loaded, name), value)
         assert type(getattr(loaded, name)) is type(value)
-    np.testing.assert_array_equal(loaded.transform(X).compute(), pca.transform(X).compute())
+    np.testing.assert_array_equal(loaded.transform(X), pca.transform(X))
 
 
 def test_load_refuses_other_folders(tmp_path):

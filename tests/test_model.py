@@ -19,7 +19,7 @@ def fitted_chain(schema, typed):
     cleaner = Cleaner(schema).fit(None, missing=partition_missing_counts(typed, schema).iloc[0])
     encoder = Encoder(schema, cleaner.kept_columns_).fit()
     kept = ~cleaner.set_aside_mask(recoded)
-    scaler = ImputeScaler(encoder).fit(recoded[kept])
+    scaler = ImputeScaler(encoder).fit(encoder.transform(recoded[kept]))
     reference = scaler.transform(encoder.transform(recoded[kept]))
     return SegmentationModel(schema, cleaner, encoder, scaler), kept.to_numpy(), reference
 

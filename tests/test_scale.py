@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import StandardScaler
 
@@ -59,10 +60,10 @@ def test_impute_scale_matches_scikit_learn(other_schema):
 def test_categorical_imputed_with_most_frequent(other_schema):
     frame = recoded(other_schema)
     encoder = Encoder(other_schema, ["REGION"]).fit()
-    ours = ImputeScaler(encoder).fit(frame)
+    encoded = encoder.transform(frame)
+    ours = ImputeScaler(encoder).fit(encoded)
     most_frequent = frame["REGION"].mode()[0]
     assert ours.fill_values_.tolist() == [1.0 if c == most_frequent else 0.0 for c in "NSEW"]
-    encoded = encoder.transform(frame)
     imputed = SimpleImputer(strategy="most_frequent").fit_transform(frame[["REGION"]].astype(object))
     one_hot = pd.get_dummies(pd.Categorical(imputed[:, 0], categories=list("NSEW"))).to_numpy(dtype=float)
     # dummies are centred only, so the block's total variance is below one standardized attribute's
@@ -79,3 +80,24 @@ def test_histograms_merge_across_partitions_with_missing(other_schema):
     for column in columns:
         assert merged[column].sum() == len(frame)
         assert merged[column].sort_index().to_dict() == whole[column].sort_index().to_dict()
+
+
+@pytest.mark.parametrize("route", ["encoder", "schema"])
+def test_fit_on_encoded_frame_equals_fit_from_histograms(other_schema, route):
+    frame = recoded(other_schema)
+    encoder = Encoder(other_schema, ["INCOME", "REGION", "URBAN", "AGE", "LIFESTAGE", "SCORE", "SIGNUP"]).fit()
+    from_histograms = ImputeScaler(encoder).fit_histograms(value_histograms(frame, encoder.columns))
+    scaler = ImputeScaler(encoder) if route == "encoder" else ImputeScaler(schema=other_schema)
+    from_encoded = scaler.fit(encoder.transform(frame))
+    assert from_encoded.feature_names_ == from_histograms.feature_names_
+    assert list(from_encoded.get_feature_names_out()) == encoder.feature_names_out_
+    for name in ("fill_values_", "mean_", "scale_"):
+        np.testing.assert_allclose(getattr(from_encoded, name), getattr(from_histograms, name), rtol=1e-12)
+    assert from_encoded.fill_values_[1:5].tolist() == [0.0, 1.0, 0.0, 0.0]  # REGION=S, the most frequent
+
+
+def test_fit_histograms_needs_an_encoder_and_fit_a_frame(other_schema):
+    with pytest.raises(ValueError, match="needs ImputeScaler.encoder="):
+        ImputeScaler(schema=other_schema).fit_histograms({})
+    with pytest.raises(TypeError, match="takes the encoded pandas frame, got ndarray"):
+        ImputeScaler(schema=other_schema).fit(np.zeros((3, 2)))
