@@ -40,6 +40,7 @@ import yaml
 from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster, Security
 from distributed import performance_report as dask_performance_report
+from distributed.core import Status
 
 from .progress import (
     StageDisplay,
@@ -609,6 +610,7 @@ def _merge_storage_options(profile_options: Mapping[str, Any], environ: Mapping[
 
 _interrupted = threading.Event()
 _raise_again = threading.Event()
+_deferring = threading.Event()
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:
@@ -618,7 +620,8 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     if _interrupted.is_set():  # already stopping: a second Ctrl-C must not break the cleanup
         return
     _interrupted.set()
-    raise KeyboardInterrupt
+    if not _deferring.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager
@@ -651,6 +654,17 @@ def handle_interrupts() -> Iterator[None]:
         sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Under ``handle_interrupts``, an interrupt inside the block is only remembered (``check_interrupt``
+    raises it after the block)."""
+    _deferring.set()
+    try:
+        yield
+    finally:
+        _deferring.clear()
 
 
 def check_interrupt() -> None:
@@ -823,9 +837,9 @@ class _MemorySampler:
         with self._lock:
             return max(self._peaks.values(), default=None)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
 
 
 @contextmanager
@@ -852,25 +866,29 @@ def open_cluster(
     with ExitStack() as stack:
         stack.enter_context(dask.config.set(_dask_config_overrides(profile.dask)))
         settings = profile.cluster
-        if isinstance(settings, LocalSettings):
-            client, cluster = _start_local(settings, profile, stack, closing)
-        elif isinstance(settings, RemoteSettings):
-            client, cluster = _connect_remote(settings, profile, stack), None
-        else:
-            client, cluster = _start_generic(settings, profile, stack)
-        session = ClusterSession(profile, client, cluster, show_progress=show_progress)
-        stack.callback(session._close)
-        logger.info(
-            "cluster %s (%s): scheduler %s, dashboard %s",
-            profile.name,
-            profile.kind,
-            client.scheduler.address,
-            session.dashboard_link,
-        )
+        # An interrupt while processes start is acted on once they have started and can be stopped:
+        # raised inside LocalCluster(), it left a half-made cluster that printed tracebacks at exit.
+        with _interrupts_deferred():
+            if isinstance(settings, LocalSettings):
+                client, cluster = _start_local(settings, profile, stack, closing)
+            elif isinstance(settings, RemoteSettings):
+                client, cluster = _connect_remote(settings, profile, stack), None
+            else:
+                client, cluster = _start_generic(settings, profile, stack)
+            session = ClusterSession(profile, client, cluster, show_progress=show_progress)
+            stack.callback(session._close)
         try:
+            check_interrupt()
+            logger.info(
+                "cluster %s (%s): scheduler %s, dashboard %s",
+                profile.name,
+                profile.kind,
+                client.scheduler.address,
+                session.dashboard_link,
+            )
             yield session
         except KeyboardInterrupt:
-            _stop_at_once(cluster, closing)
+            _stop_at_once(session, closing)
             raise
 
 
@@ -879,25 +897,38 @@ INTERRUPTED_CLOSE_TIMEOUT = 1  # the same after an interrupt, when a local clust
 
 
 class _Closing:
-    """How long closing may take: ``CLOSE_TIMEOUT``, or ``INTERRUPTED_CLOSE_TIMEOUT`` once interrupted."""
+    """Closes what a session started: within ``CLOSE_TIMEOUT``, or once interrupted within
+    ``INTERRUPTED_CLOSE_TIMEOUT`` and without raising (what could not close in time goes with the process)."""
 
     def __init__(self) -> None:
         self.timeout = CLOSE_TIMEOUT
+        self.interrupted = False
+
+    def close(self, closable: Any) -> None:
+        try:
+            closable.close(timeout=self.timeout)
+        except Exception as error:
+            if not self.interrupted:
+                raise
+            logger.debug("after the interrupt, %s did not close: %r", type(closable).__name__, error)
 
 
-def _stop_at_once(cluster: Any | None, closing: _Closing) -> None:
+def _stop_at_once(session: ClusterSession, closing: _Closing) -> None:
     """After an interrupt: no more log lines from distributed and its event loop (connections now break
     everywhere, which it reports with tracebacks), and the processes of a local cluster are killed rather
     than asked to finish their tasks, so that the job exits within a second or two."""
-    closing.timeout = INTERRUPTED_CLOSE_TIMEOUT
+    closing.timeout, closing.interrupted = INTERRUPTED_CLOSE_TIMEOUT, True
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    session._memory.stop(timeout=0.1)
+    cluster = session.cluster
     if not isinstance(cluster, LocalCluster):
         return
     for nanny in list(cluster.workers.values()):
         process = getattr(getattr(nanny, "process", None), "process", None)
         pid = getattr(process, "pid", None)
         if pid:
+            nanny.status = Status.closing_gracefully  # so that it closes rather than restart the worker
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -923,9 +954,9 @@ def _start_local(
     except (OSError, RuntimeError) as error:  # RuntimeError("Cluster failed to start: ...") wraps OSErrors
         raise ProfileError(f"{profile.source}: could not start a local cluster: {error}") from error
     # Bounded waits: after Ctrl-C a paused or busy worker must not keep the job from exiting.
-    stack.callback(lambda: cluster.close(timeout=closing.timeout))
+    stack.callback(closing.close, cluster)
     client = Client(cluster, set_as_default=True)
-    stack.callback(lambda: client.close(timeout=closing.timeout))
+    stack.callback(closing.close, client)
     return client, cluster
 
 
