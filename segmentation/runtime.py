@@ -19,7 +19,6 @@ Example
 
 from __future__ import annotations
 
-import _thread
 import difflib
 import importlib
 import logging
@@ -610,6 +609,7 @@ def _merge_storage_options(profile_options: Mapping[str, Any], environ: Mapping[
 
 _interrupted = threading.Event()
 _raise_again = threading.Event()
+RAISE_AGAIN_DELAY = 0.05  # seconds
 _deferring = threading.Event()
 
 
@@ -640,10 +640,13 @@ def handle_interrupts() -> Iterator[None]:
     previous = {signum: signal.signal(signum, _on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     previous_hook = sys.unraisablehook
 
+    main_thread = threading.main_thread().ident
+
     def unraisable(report: Any) -> None:
         if isinstance(report.exc_value, KeyboardInterrupt) and _interrupted.is_set():
+            # Signalled from another thread, a moment later: raised inside this hook, it would be dropped.
             _raise_again.set()
-            _thread.interrupt_main(signal.SIGINT)
+            threading.Timer(RAISE_AGAIN_DELAY, signal.pthread_kill, (main_thread, signal.SIGINT)).start()
         else:
             previous_hook(report)
 
