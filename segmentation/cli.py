@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(-1 if args.quiet else args.verbose)
     from .config import ConfigError
     from .io import InputError
-    from .runtime import ProfileError, handle_interrupts
+    from .runtime import ProfileError, exit_interrupted, handle_interrupts
     from .schema import SchemaError
 
     try:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        exit_interrupted(EXIT_INTERRUPTED)
     except (ConfigError, ProfileError, SchemaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
