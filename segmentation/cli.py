@@ -7,8 +7,6 @@ Exit codes: 0 success, 1 unexpected failure, 2 bad configuration or usage, 3 bad
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
@@ -140,7 +138,14 @@ def cmd_elbow(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segmentation", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="log each stage")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: the job's log and Dask's warnings; -vv: Dask's log",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress, only results and errors")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the whole job and write a run folder")
@@ -191,16 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.verbose:
-        logging.getLogger("segmentation").setLevel(logging.INFO)
-    else:
-        # distributed logs every worker start and stop at INFO; the job prints what a user needs.
-        # (Read by dask when it is first imported, below; a DASK_* variable the user set wins.)
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    from .progress import configure_logging
+
+    configure_logging(-1 if args.quiet else args.verbose)
     from .config import ConfigError
     from .io import InputError
-    from .runtime import ProfileError, handle_interrupts
+    from .runtime import ProfileError, exit_interrupted, handle_interrupts
     from .schema import SchemaError
 
     try:
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        exit_interrupted(EXIT_INTERRUPTED)
     except (ConfigError, ProfileError, SchemaError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG

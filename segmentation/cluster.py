@@ -11,7 +11,7 @@ Every SSE here comes from :func:`sum_of_squared_distances`: one pass, exact squa
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
@@ -511,6 +511,7 @@ def elbow(
     random_state: int | None = None,
     silhouette_sample: int | None = 5_000,
     sample: np.ndarray | None = None,
+    on_k: Callable[[int, int], None] | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """SSE and silhouette for each k, and the recommended k (:func:`recommend_k`).
@@ -518,7 +519,8 @@ def elbow(
     Fits one :class:`KMeansSegmenter` per k (``params`` are passed on), all seeded from one uniform row
     sample: ``sample`` when given, else ``init_sample_size`` rows drawn once (the rows each fit would draw
     for itself). The silhouette is computed on ``silhouette_sample`` rows of that sample (None skips it:
-    NaN). Returns columns ``k, sse, silhouette, recommended``.
+    NaN). ``on_k(i, k)`` is called before the i-th fit (progress). Returns columns
+    ``k, sse, silhouette, recommended``.
     """
     ks = [int(k) for k in ks]
     if len(ks) < 3 or not (np.diff(ks) > 0).all():
@@ -532,7 +534,9 @@ def elbow(
             sample = _row_sample(X, max(size, silhouette_sample or 0), _seeds(random_state, 1)[0])
     scored = None if silhouette_sample is None else subsample(sample, silhouette_sample, random_state)
     rows = []
-    for k in ks:
+    for i, k in enumerate(ks):
+        if on_k is not None:
+            on_k(i, k)
         with log_duration(logger, f"elbow: k={k}"):
             segmenter = KMeansSegmenter(
                 n_clusters=k, algorithm=algorithm, random_state=random_state, **params

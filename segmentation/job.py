@@ -44,7 +44,8 @@ from .describe import segment_profiles
 from .encode import Encoder
 from .io import RunFolder, Table, code_partition, read_table
 from .model import INSUFFICIENT, SegmentationModel, segment_names
-from .runtime import check_interrupt, load_profile, open_cluster
+from .progress import LocalTaskCounter, StageDisplay, StageProgress
+from .runtime import Stage, check_interrupt, load_profile, open_cluster
 from .scale import ImputeScaler
 from .schema import Schema, SchemaError, default_attributes_path, load_schema, parse_attributes
 
@@ -188,6 +189,7 @@ def run_job(config: JobConfig) -> RunResult:
                 model, run = _run_stages(config, schema, attributes_text, session, folder)
             run["cluster"] = session.describe()
             run["peak_worker_memory"] = session.peak_worker_memory()
+            run.update(session.recovery())
             run["timings"] = dict(session.timings)
         run.update(
             segmentation_version=__version__,
@@ -217,6 +219,13 @@ def _import_on_workers(client) -> None:
 
 
 def _write_report(folder: RunFolder, config: JobConfig) -> None:
+    display = StageDisplay()
+    with display.stage("report") as stage:
+        _write_report_files(folder, config, stage)
+    display.close()
+
+
+def _write_report_files(folder: RunFolder, config: JobConfig, stage: StageProgress) -> None:
     from .report import write_report
     from .target import write_targets
 
@@ -230,7 +239,9 @@ def _write_report(folder: RunFolder, config: JobConfig) -> None:
             folder.destination,
         )
     else:
+        stage.detail("targeting list")
         write_targets(folder.staging, top_n=config.top_targets)
+    stage.detail("HTML and PDF")
     write_report(folder.staging)
     logger.info("report written in %.1f s", time.perf_counter() - started)
 
@@ -371,7 +382,7 @@ def _load_arrays(paths: list[str], storage_options: dict) -> np.ndarray:
 ELBOW_SEED_SAMPLE = 20_000
 
 
-def _elbow(config: JobConfig, prepared: Prepared) -> pd.DataFrame:
+def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
     """SSE per k over ``k_min..k_max``. Each k is seeded more cheaply than the final fit (10 seedings on
     20,000 of the sampled rows): the elbow needs the curve's shape, and 14 full seedings would dominate
     the run."""
@@ -386,6 +397,7 @@ def _elbow(config: JobConfig, prepared: Prepared) -> pd.DataFrame:
         sample=sample,
         init_search_size=ELBOW_SEED_SAMPLE,
         n_init=10,
+        on_k=lambda i, k: stage.detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )
 
 
@@ -398,8 +410,8 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
     with tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work, open_cluster(profile) as session:
         _import_on_workers(session.client)
         prepared = _prepare(config, schema, session, work)
-        with session.stage("cluster"):
-            return _elbow(config, prepared)
+        with session.stage("cluster") as stage:
+            return _elbow(config, prepared, stage)
 
 
 def assign_file(
@@ -416,7 +428,11 @@ def assign_file(
     assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
     staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     write = assigned.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
-    _, counts = dask.compute(write, assigned["segment"].value_counts(split_out=1))
+    counter = LocalTaskCounter()
+    display = StageDisplay(counts=counter.counts)
+    with counter, display.stage("assign"):
+        _, counts = dask.compute(write, assigned["segment"].value_counts(split_out=1))
+    display.close()
     fs, target = url_to_fs(out, **(storage_options or {}))
     if fs.exists(target):
         fs.rm(target, recursive=True)
@@ -466,11 +482,12 @@ def _run_stages(
     )
     cleaner, scaler = model.cleaner, model.scaler
     storage = session.profile.storage_options
-    with session.stage("cluster"):
+    with session.stage("cluster") as stage:
         run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
-        elbow = _elbow(config, prepared) if run_elbow else None
+        elbow = _elbow(config, prepared, stage) if run_elbow else None
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = config.kmeans.k or recommended
+        stage.detail(f"k={k}")
         model.kmeans = cluster.KMeansSegmenter(
             n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
         ).fit(prepared.for_kmeans(), sample=prepared.sample)

@@ -1,4 +1,4 @@
-"""Cluster profiles -> a Dask client: start or connect, dashboard, progress, timings, performance report.
+"""Cluster profiles -> a Dask client: start or connect, dashboard, stage progress and timings, performance report.
 
 A profile is a small YAML file (see ``cluster_config/`` and ``docs/running.md``) of one of three kinds:
 
@@ -37,9 +37,17 @@ import dask
 import dask.config
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
-from distributed import Client, LocalCluster, Security, futures_of, wait
+from distributed import Client, LocalCluster, Security
 from distributed import performance_report as dask_performance_report
-from distributed.diagnostics.progressbar import progress as dask_progress
+from distributed.core import Status
+
+from .progress import (
+    StageDisplay,
+    StageProgress,
+    distributed_log_level,
+    install_task_counter,
+    local_worker_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +216,12 @@ class Stage:
     name: str
     started: float
     seconds: float | None = None
+    progress: StageProgress | None = None
+
+    def detail(self, text: str) -> None:
+        """Show ``text`` next to the stage's progress bar (e.g. the elbow's current k)."""
+        if self.progress is not None:
+            self.progress.detail(text)
 
 
 # --- loading -----------------------------------------------------
@@ -594,28 +608,82 @@ def _merge_storage_options(profile_options: Mapping[str, Any], environ: Mapping[
 
 
 _interrupted = threading.Event()
+_raise_again = threading.Event()
+RAISE_AGAIN_DELAY = 0.05  # seconds
+_deferring = threading.Event()
 
 
 def _on_interrupt(signum: int, frame: Any) -> None:
+    if _raise_again.is_set():  # the first one was dropped (see handle_interrupts): raise it now
+        _raise_again.clear()
+        raise KeyboardInterrupt
+    if _interrupted.is_set():  # already stopping: a second Ctrl-C must not break the cleanup
+        return
     _interrupted.set()
-    raise KeyboardInterrupt
+    if not _deferring.is_set():
+        raise KeyboardInterrupt
 
 
 @contextmanager
 def handle_interrupts() -> Iterator[None]:
-    """While open, SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are remembered (main thread only).
+    """While open, SIGINT and SIGTERM raise ``KeyboardInterrupt`` once (main thread only); later ones are
+    ignored so that they cannot break the cleanup.
 
-    Python drops an exception raised inside a garbage-collector callback ("Exception ignored in ..."), and
-    distributed registers one: a Ctrl-C landing there was lost and the job ran to the end. Remembered, it
-    is raised again by ``check_interrupt`` at the next stage boundary and before a run folder is committed.
+    Python drops an exception raised inside a garbage-collector callback and prints it with a traceback
+    ("Exception ignored in ..."); distributed registers such a callback, and a Ctrl-C landing there was lost
+    (the job ran to the end) or printed tracebacks. Such a dropped interrupt is not printed but raised again
+    in the main thread as soon as it runs Python code outside the callback; ``check_interrupt`` also raises
+    it at each stage boundary and before a run folder is committed.
     """
     _interrupted.clear()
+    _raise_again.clear()
     previous = {signum: signal.signal(signum, _on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous_hook = sys.unraisablehook
+
+    main_thread = threading.main_thread().ident
+
+    def unraisable(report: Any) -> None:
+        if isinstance(report.exc_value, KeyboardInterrupt) and _interrupted.is_set():
+            # Signalled from another thread, a moment later: raised inside this hook, it would be dropped.
+            _raise_again.set()
+            threading.Timer(RAISE_AGAIN_DELAY, signal.pthread_kill, (main_thread, signal.SIGINT)).start()
+        else:
+            previous_hook(report)
+
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def exit_interrupted(code: int) -> NoReturn:
+    """End the process at once with ``code``, once an interrupted job has cleaned up.
+
+    Only what still matters is finished (multiprocessing's finalizers, which unlink its semaphores, the log
+    and the standard streams); the rest of the interpreter's shutdown, tearing down pandas, Dask and the like,
+    took 1-2 s on a loaded 2-core machine and would push the exit past the 2 s an interrupt may take.
+    """
+    import multiprocessing.util
+
+    multiprocessing.util._exit_function()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Under ``handle_interrupts``, an interrupt inside the block is only remembered (``check_interrupt``
+    raises it after the block)."""
+    _deferring.set()
+    try:
+        yield
+    finally:
+        _deferring.clear()
 
 
 def check_interrupt() -> None:
@@ -646,7 +714,9 @@ class ClusterSession:
         self.client = client
         self.cluster = cluster
         self.timings: dict[str, float] = {}
-        self._show_progress = sys.stdout.isatty() if show_progress is None else show_progress
+        self._counts = install_task_counter(client, cluster)
+        mode = "auto" if show_progress is None else ("bars" if show_progress else "off")
+        self._display = StageDisplay(mode, self._counts)
         self._memory = _MemorySampler(client)
 
     @property
@@ -659,36 +729,33 @@ class ClusterSession:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[Stage]:
-        """Time a stage: log its start and end and add its seconds to ``timings[name]`` (also on failure).
-        An interrupt that was swallowed meanwhile is raised at either end (``check_interrupt``)."""
+        """Time a stage and show its progress (``progress.StageDisplay``); add its seconds to
+        ``timings[name]`` (also on failure). An interrupt that was swallowed meanwhile is raised at either
+        end (``check_interrupt``)."""
         check_interrupt()
-        stage = Stage(name=name, started=time.perf_counter())
-        logger.info("stage %s: started", name)
-        outcome = "failed after"
-        try:
-            yield stage
-            check_interrupt()
-            outcome = "finished in"
-        finally:
-            stage.seconds = time.perf_counter() - stage.started
-            self.timings[name] = self.timings.get(name, 0.0) + stage.seconds
-            logger.info("stage %s: %s %.2f s", name, outcome, stage.seconds)
+        with self._display.stage(name) as progress:
+            stage = Stage(name=name, started=progress.started, progress=progress)
+            try:
+                yield stage
+                check_interrupt()
+            finally:
+                stage.seconds = time.perf_counter() - stage.started
+                self.timings[name] = self.timings.get(name, 0.0) + stage.seconds
 
-    def progress(self, *collections: Any) -> None:
-        """Wait for futures or persisted collections, with a progress bar when stdout is a terminal."""
-        futures = futures_of(collections)
-        if not futures:
-            return
-        if self._show_progress:
-            dask_progress(futures, notebook=False)
-        wait(futures)
+    def recovery(self) -> dict[str, int | None]:
+        """Workers lost and tasks computed again (their result was lost with a worker) since the session
+        started; ``None`` when the scheduler gives no counts (see ``progress.install_task_counter``)."""
+        counts = self._counts()
+        if counts is None:
+            return {"workers_lost": None, "tasks_recomputed": None}
+        return {"workers_lost": counts["workers_lost"], "tasks_recomputed": counts["tasks_recomputed"]}
 
     @contextmanager
     def performance_report(self, path: str | os.PathLike[str]) -> Iterator[None]:
         """Save Dask's performance report (task stream, profiles) of the block as HTML at ``path``.
 
         ``path`` may be a URL (written with the profile's storage options). A report that cannot be written
-        is logged, not raised: it must not fail a finished run.
+        is logged, not raised: it must not fail a finished run. Nothing is written when the block fails.
         """
         path = str(path)
         if "://" in path:
@@ -697,13 +764,11 @@ class ClusterSession:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             report = dask_performance_report(filename=path)
         report.__enter__()
+        yield
         try:
-            yield
-        finally:
-            try:
-                report.__exit__(None, None, None)
-            except Exception as error:  # noqa: BLE001 - diagnostics only
-                logger.warning("could not write the performance report %s: %s", path, error)
+            report.__exit__(None, None, None)
+        except Exception as error:  # noqa: BLE001 - diagnostics only
+            logger.warning("could not write the performance report %s: %s", path, error)
 
     def describe(self) -> dict[str, Any]:
         """What ran the job, for run.json.
@@ -732,6 +797,7 @@ class ClusterSession:
         return self._memory.peak()
 
     def _close(self) -> None:
+        self._display.close()
         self._memory.stop()
 
 
@@ -790,9 +856,9 @@ class _MemorySampler:
         with self._lock:
             return max(self._peaks.values(), default=None)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5) -> None:
         self._stopped.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=timeout)
 
 
 @contextmanager
@@ -806,35 +872,47 @@ def open_cluster(
     profile : Profile, optional
         From ``load_profile``; ``None`` uses the packaged default local profile.
     show_progress : bool, optional
-        Draw progress bars; by default only when stdout is a terminal.
+        Draw a progress bar per stage (True), nothing (False); by default bars when stderr is a terminal,
+        else one line per finished stage, and nothing after ``progress.configure_logging(-1)`` (``-q``).
 
     The profile's ``dask:`` section is set for the session's lifetime. On exit, also after an exception or
     Ctrl-C, the client is closed and a cluster the session started is shut down; a remote cluster is left
-    running. Connection failures raise ``ProfileError``.
+    running. After Ctrl-C (``KeyboardInterrupt``) a local cluster's worker processes are killed, so that the
+    session ends within about a second. Connection failures raise ``ProfileError``.
     """
     profile = load_profile(None) if profile is None else profile
+    closing = _Closing()
     with ExitStack() as stack:
         stack.enter_context(dask.config.set(_dask_config_overrides(profile.dask)))
         settings = profile.cluster
-        if isinstance(settings, LocalSettings):
-            client, cluster = _start_local(settings, profile, stack)
-        elif isinstance(settings, RemoteSettings):
-            client, cluster = _connect_remote(settings, profile, stack), None
-        else:
-            client, cluster = _start_generic(settings, profile, stack)
-        session = ClusterSession(profile, client, cluster, show_progress=show_progress)
-        stack.callback(session._close)
-        logger.info(
-            "cluster %s (%s): scheduler %s, dashboard %s",
-            profile.name,
-            profile.kind,
-            client.scheduler.address,
-            session.dashboard_link,
-        )
-        yield session
+        # An interrupt while processes start is acted on once they have started and can be stopped:
+        # raised inside LocalCluster(), it left a half-made cluster that printed tracebacks at exit.
+        with _interrupts_deferred():
+            if isinstance(settings, LocalSettings):
+                client, cluster = _start_local(settings, profile, stack, closing)
+            elif isinstance(settings, RemoteSettings):
+                client, cluster = _connect_remote(settings, profile, stack), None
+            else:
+                client, cluster = _start_generic(settings, profile, stack)
+            session = ClusterSession(profile, client, cluster, show_progress=show_progress)
+            stack.callback(session._close)
+        try:
+            check_interrupt()
+            logger.info(
+                "cluster %s (%s): scheduler %s, dashboard %s",
+                profile.name,
+                profile.kind,
+                client.scheduler.address,
+                session.dashboard_link,
+            )
+            yield session
+        except KeyboardInterrupt:
+            _stop_at_once(session, closing)
+            raise
 
 
 CLOSE_TIMEOUT = 30  # seconds to wait for the client and a started cluster to close
+INTERRUPTED_CLOSE_TIMEOUT = 1  # the same after an interrupt, when a local cluster's workers were killed
 
 
 @contextmanager
@@ -857,26 +935,69 @@ def _main_hidden_from_workers() -> Iterator[None]:
         main.__dict__.update(hidden)
 
 
-def _start_local(settings: LocalSettings, profile: Profile, stack: ExitStack) -> tuple[Client, LocalCluster]:
+class _Closing:
+    """Closes what a session started: within ``CLOSE_TIMEOUT``, or once interrupted within
+    ``INTERRUPTED_CLOSE_TIMEOUT`` and without raising (what could not close in time goes with the process)."""
+
+    def __init__(self) -> None:
+        self.timeout = CLOSE_TIMEOUT
+        self.interrupted = False
+
+    def close(self, closable: Any) -> None:
+        try:
+            closable.close(timeout=self.timeout)
+        except Exception as error:
+            if not self.interrupted:
+                raise
+            logger.debug("after the interrupt, %s did not close: %r", type(closable).__name__, error)
+
+
+def _stop_at_once(session: ClusterSession, closing: _Closing) -> None:
+    """After an interrupt: no more log lines from distributed and its event loop (connections now break
+    everywhere, which it reports with tracebacks), and the processes of a local cluster are killed rather
+    than asked to finish their tasks, so that the job exits within a second or two."""
+    closing.timeout, closing.interrupted = INTERRUPTED_CLOSE_TIMEOUT, True
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    session._memory.stop(timeout=0.1)
+    cluster = session.cluster
+    if not isinstance(cluster, LocalCluster):
+        return
+    for nanny in list(cluster.workers.values()):
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            nanny.status = Status.closing_gracefully  # so that it closes rather than restart the worker
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _start_local(
+    settings: LocalSettings, profile: Profile, stack: ExitStack, closing: _Closing
+) -> tuple[Client, LocalCluster]:
     if settings.processes:
         stack.enter_context(_main_hidden_from_workers())  # restored after the cluster has closed
     try:
-        cluster = LocalCluster(
-            n_workers=settings.n_workers,
-            threads_per_worker=settings.threads_per_worker,
-            memory_limit=settings.memory_limit,
-            processes=settings.processes,
-            host=settings.host,
-            protocol="tcp://",  # also for threads (processes: false), so that host applies
-            dashboard_address=settings.dashboard_address,
-            local_directory=settings.local_directory,
-        )
+        with dask.config.set(local_worker_config()):
+            cluster = LocalCluster(
+                n_workers=settings.n_workers,
+                threads_per_worker=settings.threads_per_worker,
+                memory_limit=settings.memory_limit,
+                processes=settings.processes,
+                host=settings.host,
+                protocol="tcp://",  # also for threads (processes: false), so that host applies
+                dashboard_address=settings.dashboard_address,
+                local_directory=settings.local_directory,
+                silence_logs=distributed_log_level(),
+            )
     except (OSError, RuntimeError) as error:  # RuntimeError("Cluster failed to start: ...") wraps OSErrors
         raise ProfileError(f"{profile.source}: could not start a local cluster: {error}") from error
     # Bounded waits: after Ctrl-C a paused or busy worker must not keep the job from exiting.
-    stack.callback(cluster.close, timeout=CLOSE_TIMEOUT)
+    stack.callback(closing.close, cluster)
     client = Client(cluster, set_as_default=True)
-    stack.callback(client.close, timeout=CLOSE_TIMEOUT)
+    stack.callback(closing.close, client)
     return client, cluster
 
 
