@@ -132,7 +132,8 @@ def test_plain_read_matches_the_real_dtypes(big_population):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         frame = pd.read_csv(big_population, sep=";")
-    counts = frame.dtypes.astype(str).value_counts().to_dict()
+    # pandas 3 reads text columns as its "str" dtype, pandas 2 as object: both are the real file's 6 text columns
+    counts = frame.dtypes.astype(str).replace({"str": "object"}).value_counts().to_dict()
     assert counts == {"float64": 267, "int64": 93, "object": 6}
     messages = [str(w.message) for w in caught if issubclass(w.category, pd.errors.DtypeWarning)]
     assert len(messages) == 1 and messages[0].startswith("Columns (18,19) have mixed types")
