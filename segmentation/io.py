@@ -87,8 +87,8 @@ class Table:
 
 def _shown(value) -> str:
     """A cell value as a user wrote it: ``8.0``, ``'X'``; never ``np.float64(8.0)``."""
-    if isinstance(value, (bytes, bytearray)):
-        return repr(value.decode("utf-8", "backslashreplace"))
+    if isinstance(value, (bytes, bytearray)):  # undecodable bytes shown as \xf6, quoted once
+        return "'" + bytes(value).decode("utf-8", "backslashreplace") + "'"
     if isinstance(value, str):
         return repr(value)
     if isinstance(value, (np.integer, int)):
