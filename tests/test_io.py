@@ -237,7 +237,7 @@ def test_malformed_row_is_named_by_its_line_in_the_file_not_in_the_block(tmp_pat
     assert table.frame.npartitions > 3
     expected = {
         "too-many": r"line 2700: 9 fields where the header has 8: value\(s\) '42' after the last column SIGNUP",
-        "too-few": r"line 2700: 6 fields where the header has 8: no value for column\(s\) LIFESTAGE, SIGNUP",
+        "too-few": r"line 2700: 6 fields where the header has 8: no value for column\(s\) SCORE, SIGNUP",
         "latin-1": r"line 2700: column REGION: value 'S\\xfcd' has byte 0xfc, which is not UTF-8",
     }[change]
     with pytest.raises(InputError, match=f"population.csv: {expected}"):
