@@ -67,7 +67,7 @@ def read_header(path: str, storage_options: dict | None = None, sep: str = ";") 
         found = next((d for d in (",", "\t", "|", ";") if d != sep and d in header), None)
         hint = f" (it looks {found!r}-delimited: pass --sep {found!r} or set sep: {found!r} in the job file)"
         raise InputError(
-            f"{path}: the header reads as a single column with delimiter {sep!r}"
+            f"{path}: reads as a single column with delimiter {sep!r}"
             + (hint if found else "; pass --sep or set sep: in the job file")
         )
     if not second.strip():
