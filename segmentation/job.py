@@ -16,6 +16,7 @@ between passes, so memory does not grow with the table.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import platform
@@ -434,7 +435,8 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
     import tempfile
 
     checked = preflight(config)
-    config.kmeans.elbow = True  # for the checks of k_max against the rows kept
+    config = copy.deepcopy(config)
+    config.kmeans.elbow = True  # k_max is then checked against the rows kept
     with (
         tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work,
         open_cluster(checked.profile) as session,
