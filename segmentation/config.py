@@ -58,6 +58,8 @@ class JobConfig:
     cluster: str | None = None
     seed: int = 0
     strict: bool = False
+    sep: str = ";"  # the CSV delimiter of every input table
+    allow_duplicate_ids: bool = False  # keep rows whose id repeats within a table (counted in run.json)
     blocksize: int = 16_000_000
     work_dir: str | None = None
     clean: CleanConfig = field(default_factory=CleanConfig)
@@ -86,9 +88,17 @@ class JobConfig:
                 "kmeans.algorithm must be kmeans|| or minibatch",
             ),
             (self.kmeans.k is None or self.kmeans.k >= 2, "kmeans.k must be at least 2"),
-            (2 <= self.kmeans.k_min <= self.kmeans.k_max, "kmeans.k_min must be >= 2 and <= kmeans.k_max"),
+            (
+                2 <= self.kmeans.k_min <= self.kmeans.k_max,
+                f"kmeans.k_min ({self.kmeans.k_min}, --k-min) must be >= 2 and <= kmeans.k_max "
+                f"({self.kmeans.k_max}, --k-max)",
+            ),
             (self.blocksize >= 1_000_000, "blocksize must be at least 1000000 bytes"),
             (self.top_targets >= 1, "top_targets must be at least 1"),
+            (
+                len(self.sep) == 1 and self.sep not in '\r\n"',
+                f"sep must be one character other than a quote or line end, got {self.sep!r}",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -31,8 +31,16 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
+from fsspec.utils import read_block
 
 from .codes import POSITION_DTYPE, Codebook, CodedBlock, storage_dtype
+
+# The header checks live in preflight (light imports, run before a cluster starts); re-exported here.
+from .preflight import InputError as InputError
+from .preflight import expand_paths as expand_paths
+from .preflight import is_parquet as is_parquet
+from .preflight import read_header as read_header
+from .preflight import table_columns
 from .schema import Attribute, Schema, canonical_code, format_codes
 
 logger = logging.getLogger(__name__)
@@ -41,8 +49,20 @@ DEFAULT_BLOCKSIZE = 16_000_000  # dask splits into blocks of 1-2x this: ~13k-26k
 _UNNAMED = ("", "Unnamed: 0", "index")
 
 
-class InputError(ValueError):
-    """Bad input data; the message names the file, the column and the row (by id) or value at fault."""
+class _HideInputErrors(logging.Filter):
+    """Drops a worker's "Compute Failed" record (task, arguments, traceback) for an ``InputError``: the
+    client prints the error's one line, which is all a user needs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        failed = str(record.msg).startswith("Compute Failed")
+        return not (failed and any(str(a).startswith(f"{InputError.__name__}(") for a in record.args or ()))
+
+
+def hide_input_errors_in_worker_log() -> None:
+    """Install the filter on distributed's worker logger of this process (run on every worker)."""
+    worker_logger = logging.getLogger("distributed.worker")
+    if not any(isinstance(f, _HideInputErrors) for f in worker_logger.filters):
+        worker_logger.addFilter(_HideInputErrors())
 
 
 @dataclass
@@ -58,40 +78,73 @@ class Table:
     parts: list = field(default_factory=list)
     validate: bool = True
     strict: bool = False
+    # Columns of the file that the schema does not know: read past, listed in run.json.
+    ignored_columns: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def expand_paths(path: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
-    """A path, glob or URL -> the sorted list of files it names (full URLs for remote files)."""
-    fs, _ = url_to_fs(str(path), **(storage_options or {}))
-    matches = sorted(fs.glob(str(path))) if any(c in str(path) for c in "*?[") else [str(path)]
-    if not matches or not all(fs.exists(m) for m in matches):
-        raise InputError(f"{path}: no such file")
-    protocol = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
-    if protocol not in ("file", "local"):
-        matches = [m if "://" in m else f"{protocol}://{m}" for m in matches]
-    return matches
+def _shown(value) -> str:
+    """A cell value as a user wrote it: ``8.0``, ``'X'``; never ``np.float64(8.0)``."""
+    if isinstance(value, (bytes, bytearray)):  # undecodable bytes shown as \xf6, quoted once
+        return "'" + bytes(value).decode("utf-8", "backslashreplace") + "'"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (np.integer, int)):
+        return str(int(value))
+    if isinstance(value, (np.floating, float)):
+        return repr(float(value))
+    return repr(value)
 
 
-def is_parquet(path: str) -> bool:
-    lowered = str(path).rstrip("/").lower()
-    return lowered.endswith((".parquet", ".pq")) or lowered.endswith(".parquet/*")
+def _lines_before(path: str, offset: int, storage_options: dict) -> int:
+    """Lines of ``path`` before the byte block that starts at (the first line end after) ``offset``."""
+    if offset == 0:
+        return 0
+    with fsspec.open(path, "rb", **storage_options) as f:
+        return read_block(f, 0, offset, b"\n").count(b"\n")
 
 
-def read_header(path: str, storage_options: dict | None = None, sep: str = ";") -> list[str]:
-    """The column names of a delimited file; errors for an empty file or a wrong delimiter."""
-    with fsspec.open(path, "rt", compression="infer", encoding="utf-8", **(storage_options or {})) as f:
-        first = f.readline().rstrip("\r\n")
-    if not first.strip():
-        raise InputError(f"{path}: the file is empty (no header line)")
-    names = first.split(sep)
-    if len(names) == 1:
-        found = next((d for d in (",", "\t", "|") if d in first), None)
-        hint = f" (it looks {found!r}-delimited)" if found else ""
-        raise InputError(f"{path}: reads as a single column with delimiter {sep!r}{hint}; pass --sep")
-    return [n.strip().strip('"') for n in names]
+def _block_offset(block) -> int:
+    """The byte offset a ``dask.bytes.read_bytes`` block was cut at (kept in its key, ``read-block-O-...``)."""
+    return int(str(block.key).split("-")[2])
+
+
+def _malformed_row(error: str, block: bytes, names: list[str], sep: str, first: bool, invalid_row) -> tuple:
+    """(line within the block, what is wrong) for a block pyarrow refused even as text."""
+    start = 3 if first and block.startswith(b"\xef\xbb\xbf") else 0
+    try:
+        block[start:].decode("utf-8")
+    except UnicodeDecodeError as bad:
+        position = start + bad.start
+        delimiter = sep.encode()
+        line_start = block.rfind(b"\n", 0, position) + 1
+        field_start = max(block.rfind(delimiter, line_start, position) + 1, line_start)
+        ends = [i for i in (block.find(delimiter, position), block.find(b"\n", position)) if i >= 0]
+        value = block[field_start : min(ends, default=len(block))].rstrip(b"\r")
+        index = block.count(delimiter, line_start, position)
+        column = names[index] if index < len(names) else f"field {index + 1}"
+        return (
+            block.count(b"\n", 0, position) + 1,
+            f"column {column}: value {_shown(value)} has byte 0x{block[position]:02x}, which is not UTF-8 "
+            "(save the file as UTF-8)",
+        )
+    if invalid_row is not None:
+        fields = invalid_row.text.split(sep)
+        if invalid_row.actual_columns > invalid_row.expected_columns:
+            extra = fields[invalid_row.expected_columns :]
+            what = f"value(s) {', '.join(_shown(v) for v in extra[:3])} after the last column {names[-1]}"
+        else:
+            absent = names[invalid_row.actual_columns :]
+            what = f"no value for column(s) {', '.join(absent[:5])}" + (
+                f" and {len(absent) - 5} more" if len(absent) > 5 else ""
+            )
+        return (
+            invalid_row.number,
+            f"{invalid_row.actual_columns} fields where the header has {invalid_row.expected_columns}: {what}",
+        )
+    return None, f"malformed CSV: {error}"
 
 
 def _csv_dtypes(schema: Schema, columns: Iterable[str]) -> dict[str, str]:
@@ -106,13 +159,14 @@ def _csv_dtypes(schema: Schema, columns: Iterable[str]) -> dict[str, str]:
 
 
 def _parse_block(
-    block: bytes, layout: tuple[list[str], dict[str, str]], sep: str, first: bool, source: str
+    block: bytes, layout: tuple[list[str], dict[str, str]], sep: str, first: bool, where: tuple
 ) -> pa.Table:
     """Parse one byte block of a CSV with pyarrow (4x pandas' C parser, one thread per block).
 
     A value the typed parse rejects (text in an integer-coded column) falls back to reading that block
-    as text; ``normalize_partition`` then reports the value and its row. ``layout`` is (column names,
-    dtypes).
+    as text; ``normalize_partition`` then reports the value and its row. A block refused even as text
+    raises ``InputError`` naming the line in the file (not in the block), the column and the value.
+    ``layout`` is (column names, dtypes); ``where`` is (path, the block's byte offset, storage options).
     """
     names, dtypes = layout
     read_options = pacsv.ReadOptions(
@@ -121,7 +175,13 @@ def _parse_block(
         use_threads=False,
         block_size=max(len(block), 1 << 20),
     )
-    parse_options = pacsv.ParseOptions(delimiter=sep)
+    invalid_rows = []
+
+    def first_invalid_row(row) -> str:
+        invalid_rows.append(row)
+        return "error"
+
+    parse_options = pacsv.ParseOptions(delimiter=sep, invalid_row_handler=first_invalid_row)
 
     def parse(types: dict) -> pa.Table:
         convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
@@ -138,21 +198,59 @@ def _parse_block(
     try:
         table = parse({n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()})
     except pa.ArrowInvalid:
+        invalid_rows.clear()
         try:
             table = parse({n: pa.string() for n in names})
         except pa.ArrowInvalid as error:
-            raise InputError(f"{source}: malformed CSV: {error}") from None
+            path, offset, storage_options = where
+            line, what = _malformed_row(
+                str(error), block, names, sep, first, invalid_rows[0] if invalid_rows else None
+            )
+            if line is None:
+                raise InputError(f"{path}: {what}") from None
+            line += _lines_before(path, offset, storage_options)
+            raise InputError(f"{path}: line {line}: {what}") from None
     return table
 
 
+def duplicate_id_locations(
+    files: list[str], id_column: str, value: int, sep: str = ";", storage_options: dict | None = None
+) -> str:
+    """Where an id first occurs twice, for a message: ``FILE, lines 3 and 2001`` (CSV lines counted from
+    the start of the file, header included) or ``FILE, rows 2 and 7`` (Parquet). Reads the files again:
+    only called when a duplicate was found."""
+    found: list[tuple[str, str, int]] = []
+    for file in files:
+        if is_parquet(file):
+            ids = pd.read_parquet(file, columns=[id_column], storage_options=storage_options)[id_column]
+            found += [(file, "row", int(r) + 1) for r in np.flatnonzero(ids.to_numpy() == value)[:2]]
+        else:
+            options = dict(storage_options or {})
+            with fsspec.open(
+                file, "rt", compression="infer", encoding="utf-8-sig", errors="replace", **options
+            ) as f:
+                index = [n.strip().strip('"') for n in f.readline().rstrip("\r\n").split(sep)].index(
+                    id_column
+                )
+                for number, line in enumerate(f, start=2):
+                    fields = line.split(sep, index + 1)
+                    if len(fields) > index and canonical_code(fields[index].strip()) == str(value):
+                        found.append((file, "line", number))
+                        if len(found) == 2:
+                            break
+        if len(found) >= 2:
+            break
+    if len(found) < 2:  # e.g. an id written in a form the scan does not match
+        return ", ".join(files)
+    (file_a, kind_a, at_a), (file_b, kind_b, at_b) = found[:2]
+    if file_a == file_b:
+        return f"{file_a}, {kind_a}s {at_a} and {at_b}"
+    return f"{file_a}, {kind_a} {at_a} and {file_b}, {kind_b} {at_b}"
+
+
 def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str):
-    names = read_header(path, storage_options, sep)
+    names = table_columns(path, schema, table, storage_options, sep)
     leading_index = names[0] in _UNNAMED
-    required = [c for c in schema.columns(table) if schema[c].kind != "extra"]
-    missing = [c for c in required if c not in names]
-    if missing:
-        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise InputError(f"{path}: required column(s) missing: {shown}")
     if leading_index:
         names = ["__index__"] + names[1:]
     dtypes = _csv_dtypes(schema, names)
@@ -164,7 +262,10 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     file_blocks = blocks[0]
     empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
     layout = dask.delayed((names, dtypes), traverse=False)
-    parsed = [dask.delayed(_parse_block)(b, layout, sep, i == 0, path) for i, b in enumerate(file_blocks)]
+    parsed = [
+        dask.delayed(_parse_block)(b, layout, sep, i == 0, (path, _block_offset(b), storage_options))
+        for i, b in enumerate(file_blocks)
+    ]
     raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
     if leading_index:
         raw = raw.drop(columns="__index__")
@@ -190,13 +291,11 @@ def read_table(
     """
     storage_options = dict(storage_options or {})
     paths = expand_paths(path, storage_options)
-    raws = []
+    raws, ignored = [], []
     for file in paths:
         if is_parquet(file):
+            table_columns(file, schema, table, storage_options)
             raw = dd.read_parquet(file, storage_options=storage_options)
-            missing = [c for c in schema.columns(table) if schema[c].kind != "extra" and c not in raw.columns]
-            if missing:
-                raise InputError(f"{file}: required column(s) missing: {', '.join(missing[:10])}")
             parsed = list(raw.to_delayed())
         else:
             # The parse tasks themselves, so the job's own pass skips dask's conversion of text columns.
@@ -206,6 +305,7 @@ def read_table(
             logger.warning(
                 "%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5]
             )
+            ignored += [c for c in unknown if c not in ignored]
         keep = [c for c in raw.columns if c in schema]
         raw = raw[keep]
         raws.append((file, raw, parsed))
@@ -235,7 +335,7 @@ def read_table(
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
-    return Table(table, paths, frame, invalid, extras, parts, validate, strict)
+    return Table(table, paths, frame, invalid, extras, parts, validate, strict, ignored)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
@@ -368,7 +468,7 @@ def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: 
                 f"({format_codes(attribute.unknown_codes) or 'none'})"
             )
             raise InputError(
-                f"{source}: column {column}, row with {id_column}={row_id}: value {raw[column].iloc[position]!r} "
+                f"{source}: column {column}, row with {id_column}={row_id}: value {_shown(raw[column].iloc[position])} "
                 f"is not {expected}"
             )
         out[column] = typed
@@ -397,7 +497,13 @@ def ingest(table: Table, out: str, storage_options: dict | None = None, also: di
         staging, write_index=False, compute=False, storage_options=storage_options, write_metadata_file=False
     )
     rows = table.frame.map_partitions(len).sum()
-    _, invalid, n, extra = dask.compute(write, table.invalid_counts, rows, also or {})
+    try:
+        _, invalid, n, extra = dask.compute(write, table.invalid_counts, rows, also or {})
+    except BaseException:
+        staged = url_to_fs(staging, **(storage_options or {}))[1]
+        if fs.exists(staged):
+            fs.rm(staged, recursive=True)
+        raise
     if fs.exists(target):
         fs.rm(target, recursive=True)
     fs.mv(url_to_fs(staging, **(storage_options or {}))[1], target, recursive=True)

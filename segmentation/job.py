@@ -16,6 +16,7 @@ between passes, so memory does not grow with the table.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 import platform
@@ -39,15 +40,24 @@ from ._estimators import tree_reduce
 from .clean import Cleaner, merge_statistics
 from .codes import Codebook, load_block, save_block, storage_dtype
 from .compare import compare_proportions
-from .config import JobConfig
+from .config import ConfigError, JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
-from .io import RunFolder, Table, code_partition, read_table
+from .io import (
+    InputError,
+    RunFolder,
+    Table,
+    code_partition,
+    duplicate_id_locations,
+    hide_input_errors_in_worker_log,
+    read_table,
+)
 from .model import INSUFFICIENT, SegmentationModel, segment_names
+from .preflight import input_paths, preflight
 from .progress import LocalTaskCounter, StageDisplay, StageProgress
-from .runtime import Stage, check_interrupt, load_profile, open_cluster
+from .runtime import Stage, check_interrupt, open_cluster
 from .scale import ImputeScaler
-from .schema import Schema, SchemaError, default_attributes_path, load_schema, parse_attributes
+from .schema import Schema, default_attributes_path
 
 logger = logging.getLogger(__name__)
 
@@ -79,25 +89,6 @@ def versions() -> dict:
     return found
 
 
-def _inputs(config: JobConfig) -> dict[str, str]:
-    paths = {
-        "population": config.inputs.population,
-        "customers": config.inputs.customers,
-        "mailout_train": config.inputs.mailout_train,
-        "mailout_test": config.inputs.mailout_test,
-    }
-    return {table: path for table, path in paths.items() if path}
-
-
-def _attributes_text(config: JobConfig, storage_options: dict) -> str:
-    path = config.attributes or default_attributes_path()
-    try:
-        with fsspec.open(str(path), "rt", encoding="utf-8-sig", **storage_options) as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise SchemaError(f"{path}: attributes file not found") from None
-
-
 @dataclass
 class Blocks:
     """A table's coded blocks (``codes.save_block`` files) in the run's scratch folder, in row order."""
@@ -125,38 +116,71 @@ def _scratch_folder(work: str, name: str, storage_options: dict) -> str:
 def _code_partition(
     raw: pd.DataFrame, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict
 ):
-    """Raw partition -> coded block saved at ``path``; returns (missing counts, invalid counts).
+    """Raw partition -> coded block saved at ``path``; returns ((missing counts, invalid counts), row ids).
     ``checks`` is (strict, validate) of the table."""
     block, invalid = code_partition(raw, codebook, source, *checks)
     save_block(block, path, storage)
-    return codebook.missing_counts(block), invalid
+    return (codebook.missing_counts(block), invalid), block.ids
 
 
 def _add_counts(*parts: tuple) -> tuple:
     return tuple(sum(values[1:], values[0]) for values in zip(*parts, strict=True))
 
 
-def _read_pass(tables: dict[str, Table], codebook: Codebook, work: str, storage: dict) -> tuple[dict, dict]:
+def _read_pass(
+    tables: dict[str, Table], codebook: Codebook, work: str, storage: dict, config: JobConfig
+) -> tuple[dict, dict]:
     """Parse, validate and code every partition of every table in one computation; returns
-    ``({table: Blocks}, {table: {"missing": Series, "invalid": {column: count}}})``."""
+    ``({table: Blocks}, {table: {"missing": Series, "invalid": {column: count}, "duplicate_ids": n}})``.
+
+    An id that repeats within a table is an ``InputError`` naming it and both its lines, unless
+    ``config.allow_duplicate_ids`` (then the repeats are counted)."""
     shared = dask.delayed(codebook, traverse=False)
-    blocks, lazy = {}, {}
+    blocks, lazy, ids = {}, {}, {}
     for name, table in tables.items():
         folder = _scratch_folder(work, name, storage)
         paths = [f"{folder}/{i:05d}.npz" for i in range(len(table.parts))]
         checks = (table.strict, table.validate)
         parts = [
-            dask.delayed(_code_partition)(raw, shared, source, checks, path, storage)
+            dask.delayed(_code_partition, nout=2)(raw, shared, source, checks, path, storage)
             for (source, raw), path in zip(table.parts, paths, strict=True)
         ]
-        lazy[name] = tree_reduce(parts, _add_counts)
+        lazy[name] = tree_reduce([counts for counts, _ in parts], _add_counts)
+        ids[name] = [block_ids for _, block_ids in parts]
         blocks[name] = Blocks(paths, codebook.rest_dtypes, storage)
-    (counts,) = dask.compute(lazy)
+    counts, ids = dask.compute(lazy, ids)
     first_pass = {
-        name: {"missing": missing, "invalid": {c: int(v) for c, v in invalid.items() if v}}
+        name: {
+            "missing": missing,
+            "invalid": {c: int(v) for c, v in invalid.items() if v},
+            "duplicate_ids": _duplicate_ids(
+                tables[name], ids[name], codebook.schema.id_column, config, storage
+            ),
+        }
         for name, (missing, invalid) in counts.items()
     }
     return blocks, first_pass
+
+
+def _duplicate_ids(
+    table: Table, ids: list[np.ndarray], id_column: str, config: JobConfig, storage_options: dict
+) -> int:
+    """How many rows repeat an id seen earlier in the table; raises ``InputError`` for the first repeated
+    id (naming both its lines) unless duplicates are allowed."""
+    every = np.concatenate(ids) if ids else np.empty(0, dtype="int64")
+    unique, first_seen, seen = np.unique(every, return_index=True, return_counts=True)
+    repeats = len(every) - len(unique)
+    if repeats and not config.allow_duplicate_ids:
+        value = int(every[first_seen[seen > 1].min()])
+        ends = np.cumsum([len(i) for i in ids])
+        rows = np.flatnonzero(every == value)[:2]
+        files = list(dict.fromkeys(table.parts[np.searchsorted(ends, r, "right")][0] for r in rows))
+        where = duplicate_id_locations(files, id_column, value, config.sep, storage_options)
+        raise InputError(
+            f"{where}: {id_column} {value} is repeated ({repeats:,} repeated id(s) in table {table.name}; "
+            "pass --allow-duplicate-ids to keep every row)"
+        )
+    return repeats
 
 
 def _block_array(blocks: list, function, rows: list[int], n_columns: int) -> da.Array:
@@ -174,11 +198,10 @@ def _call(model: SegmentationModel, method: str, *args):
 
 def run_job(config: JobConfig) -> RunResult:
     """Run the whole job; the run folder appears at ``config.output`` only when everything is written."""
-    profile = load_profile(config.cluster)
-    storage = profile.storage_options
-    attributes_text = _attributes_text(config, storage)
-    schema = parse_attributes(attributes_text, source=str(config.attributes or default_attributes_path()))
-    folder = RunFolder(config.output, storage)
+    checked = preflight(config)  # before any cluster starts: paths, headers, profile, attributes
+    schema, attributes_text = checked.schema, checked.attributes_text
+    profile = checked.profile
+    folder = RunFolder(config.output, profile.storage_options)
     started = datetime.now(UTC)
     try:
         with open_cluster(profile) as session:
@@ -196,7 +219,7 @@ def run_job(config: JobConfig) -> RunResult:
             started=started.isoformat(timespec="seconds"),
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             config=config.to_dict(),
-            inputs={**_inputs(config), "attributes": str(config.attributes or default_attributes_path())},
+            inputs={**input_paths(config), "attributes": str(config.attributes or default_attributes_path())},
             versions=versions(),
         )
         folder.write_json("run.json", run)
@@ -214,8 +237,14 @@ def run_job(config: JobConfig) -> RunResult:
 def _import_on_workers(client) -> None:
     """Import the job's modules on every worker before the first pass. Otherwise each worker imports them
     while its first tasks queue up, and one worker then held 1.0-1.2 GB for a few seconds in 3 of 5
-    real-size runs (in none of 4 with this)."""
-    client.run(importlib.import_module, __name__)
+    real-size runs (in none of 4 with this). Also keeps an expected ``InputError`` out of the workers'
+    log (the client prints its one line)."""
+    client.run(_prepare_worker)
+
+
+def _prepare_worker() -> None:
+    importlib.import_module(__name__)
+    hide_input_errors_in_worker_log()
 
 
 def _write_report(folder: RunFolder, config: JobConfig) -> None:
@@ -303,10 +332,10 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     codebook = Codebook(schema)
     with session.stage("read"):
         tables: dict[str, Table] = {
-            name: read_table(path, schema, name, storage, config.blocksize, config.strict)
-            for name, path in _inputs(config).items()
+            name: read_table(path, schema, name, storage, config.blocksize, config.strict, config.sep)
+            for name, path in input_paths(config).items()
         }
-        blocks, first_pass = _read_pass(tables, codebook, work, storage)
+        blocks, first_pass = _read_pass(tables, codebook, work, storage, config)
     with session.stage("clean"):
         cleaner.fit(None, missing=first_pass["population"]["missing"])
         encoder = Encoder(schema, cleaner.kept_columns_).fit()
@@ -326,6 +355,7 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
         scaler = ImputeScaler(encoder).fit_histograms(histograms)
     model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)
     rows = [int(n) for n in statistics["population"][2]]
+    _check_k(config, sum(rows), int(first_pass["population"]["missing"]["__rows__"]))
     with session.stage("reduce"):
         shared_model = dask.delayed(model.compile(), traverse=False)
         features = _block_array(
@@ -348,6 +378,21 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
     return Prepared(
         tables, blocks, first_pass, statistics, model, Reduced(paths, rows, storage), sample, work
     )
+
+
+def _check_k(config: JobConfig, kept: int, read: int) -> None:
+    """k (or the elbow's largest k) must not exceed the population rows kept for clustering: a
+    configuration error found before the PCA, not a traceback after it."""
+    elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
+    asked = [("k", "--k", config.kmeans.k)] + (
+        [("kmeans.k_max", "--k-max", config.kmeans.k_max)] if elbow else []
+    )
+    for key, option, k in asked:
+        if k is not None and k > kept:
+            raise ConfigError(
+                f"{config.inputs.population}: {key} = {k} ({option}) is more than the {kept:,} population "
+                f"rows kept for clustering ({read:,} read, {read - kept:,} set aside as insufficient_data)"
+            )
 
 
 def _save_array(array: np.ndarray, path: str, storage_options: dict, rows: np.ndarray) -> np.ndarray:
@@ -405,17 +450,26 @@ def elbow_only(config: JobConfig) -> pd.DataFrame:
     """Fit k-means over ``k_min..k_max`` and return SSE, silhouette and the recommended k (no run folder)."""
     import tempfile
 
-    profile = load_profile(config.cluster)
-    schema = load_schema(config.attributes, profile.storage_options)
-    with tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work, open_cluster(profile) as session:
+    checked = preflight(config)
+    config = copy.deepcopy(config)
+    config.kmeans.elbow = True  # k_max is then checked against the rows kept
+    with (
+        tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work,
+        open_cluster(checked.profile) as session,
+    ):
         _import_on_workers(session.client)
-        prepared = _prepare(config, schema, session, work)
+        prepared = _prepare(config, checked.schema, session, work)
         with session.stage("cluster") as stage:
             return _elbow(config, prepared, stage)
 
 
 def assign_file(
-    model_dir: str, input_path: str, out: str, table: str | None = None, storage_options: dict | None = None
+    model_dir: str,
+    input_path: str,
+    out: str,
+    table: str | None = None,
+    storage_options: dict | None = None,
+    sep: str = ";",
 ) -> pd.Series:
     """Segment a new table with a saved model; writes ``LNR, table, segment`` Parquet atomically."""
     import uuid
@@ -424,19 +478,28 @@ def assign_file(
 
     model = SegmentationModel.load(model_dir)
     name = table or Path(str(input_path)).name.split(".")[0]
-    source = read_table(input_path, model.schema, name if name in TABLES else "mailout_test", storage_options)
+    source = read_table(
+        input_path, model.schema, name if name in TABLES else "mailout_test", storage_options, sep=sep
+    )
     assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
     staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    fs, target = url_to_fs(out, **(storage_options or {}))
+    staged = url_to_fs(staging, **(storage_options or {}))[1]
     write = assigned.to_parquet(staging, write_index=False, compute=False, storage_options=storage_options)
     counter = LocalTaskCounter()
     display = StageDisplay(counts=counter.counts)
-    with counter, display.stage("assign"):
-        _, counts = dask.compute(write, assigned["segment"].value_counts(split_out=1))
-    display.close()
-    fs, target = url_to_fs(out, **(storage_options or {}))
+    try:
+        with counter, display.stage("assign"):
+            _, counts = dask.compute(write, assigned["segment"].value_counts(split_out=1))
+    except BaseException:
+        if fs.exists(staged):
+            fs.rm(staged, recursive=True)
+        raise
+    finally:
+        display.close()
     if fs.exists(target):
         fs.rm(target, recursive=True)
-    fs.mv(url_to_fs(staging, **(storage_options or {}))[1], target, recursive=True)
+    fs.mv(staged, target, recursive=True)
     return counts.reindex(segment_names(len(model.kmeans.cluster_centers_)), fill_value=0)
 
 
@@ -561,6 +624,8 @@ def _run_stages(
             "sse": float(model.kmeans.sse_),
         },
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
+        "ignored_columns": {name: table.ignored_columns for name, table in tables.items()},
+        "duplicate_ids": {name: first_pass[name]["duplicate_ids"] for name in tables},
     }
 
 

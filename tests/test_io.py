@@ -87,7 +87,10 @@ def test_text_in_a_numeric_column_is_reported(tmp_path, other_schema):
 def test_wrong_delimiter(tmp_path, other_schema):
     path = tmp_path / "population.csv"
     other_vendor_frame(20).to_csv(path, sep=",", index=False)
-    with pytest.raises(InputError, match=r"population.csv: reads as a single column .* looks ','-delimited"):
+    with pytest.raises(
+        InputError,
+        match=r"population.csv: reads as a single column .* looks ','-delimited: pass --sep ','",
+    ):
         read_table(path, other_schema)
 
 
@@ -101,7 +104,9 @@ def test_empty_file(tmp_path, other_schema):
 def test_missing_required_column(tmp_path, other_schema):
     path = tmp_path / "population.csv"
     other_vendor_frame(20).drop(columns=["SCORE"]).to_csv(path, sep=";", index=False)
-    with pytest.raises(InputError, match=r"population.csv: required column\(s\) missing: SCORE"):
+    with pytest.raises(
+        InputError, match=r"population.csv: required column\(s\) missing for table population: SCORE"
+    ):
         read_table(path, other_schema)
 
 
@@ -152,7 +157,10 @@ def test_ragged_row_names_the_file(tmp_path, other_schema):
     other_vendor_frame(20).to_csv(path, sep=";", index=False)
     with open(path, "a") as handle:
         handle.write("1;2;3\n")
-    with pytest.raises(InputError, match=r"population.csv: malformed CSV: .*columns"):
+    with pytest.raises(
+        InputError,
+        match=r"population.csv: line 22: 3 fields where the header has 8: no value for column\(s\) URBAN",
+    ):
         read_table(path, other_schema).frame.compute()
 
 
@@ -188,3 +196,111 @@ def test_code_partition_equals_the_typed_path(tmp_path):
     assert invalid.sum() >= 20 * 5 + 1
     with pytest.raises(InputError, match="column"):
         code_partition(raw, codebook, str(path), strict=True)
+
+
+def test_byte_order_mark_and_windows_line_endings(tmp_path, other_schema):
+    frame = other_vendor_frame(500)
+    path = tmp_path / "population.csv"
+    text = frame.to_csv(sep=";", index=False, lineterminator="\r\n")
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_header(str(path))[0] == "CUST_ID"
+    table = read_table(path, other_schema, blocksize=5_000)
+    assert table.frame.npartitions > 1
+    typed = table.frame.compute()
+    assert typed["CUST_ID"].tolist() == frame["CUST_ID"].tolist()
+    assert table.invalid_counts.compute().sum() == 0  # no '\r' left on the last column's values
+
+
+def test_header_only(tmp_path, other_schema):
+    path = tmp_path / "population.csv"
+    other_vendor_frame(0).to_csv(path, sep=";", index=False)
+    with pytest.raises(InputError, match="population.csv: the file has a header but no data rows"):
+        read_table(path, other_schema)
+
+
+@pytest.mark.parametrize("change", ["too-many", "too-few", "latin-1"])
+def test_malformed_row_is_named_by_its_line_in_the_file_not_in_the_block(tmp_path, other_schema, change):
+    path = tmp_path / "population.csv"
+    other_vendor_frame(3000).to_csv(path, sep=";", index=False)
+    rows = path.read_bytes().split(b"\n")
+    line = 2700
+    cells = rows[line - 1].split(b";")
+    if change == "too-many":
+        cells.append(b"42")
+    elif change == "too-few":
+        cells = cells[:-2]
+    else:
+        cells[2] = b"S\xfcd"  # REGION
+    rows[line - 1] = b";".join(cells)
+    path.write_bytes(b"\n".join(rows))
+    table = read_table(path, other_schema, blocksize=20_000)
+    assert table.frame.npartitions > 3
+    expected = {
+        "too-many": r"line 2700: 9 fields where the header has 8: value\(s\) '42' after the last column SIGNUP",
+        "too-few": r"line 2700: 6 fields where the header has 8: no value for column\(s\) SCORE, SIGNUP",
+        "latin-1": r"line 2700: column REGION: value 'S\\xfcd' has byte 0xfc, which is not UTF-8",
+    }[change]
+    with pytest.raises(InputError, match=f"population.csv: {expected}"):
+        table.frame.compute()
+
+
+def test_strict_shows_a_number_as_written(tmp_path, other_schema):
+    frame = other_vendor_frame(50)
+    frame.loc[7, "INCOME"] = 8.0
+    path = tmp_path / "population.csv"
+    frame.to_csv(path, sep=";", index=False)
+    with pytest.raises(
+        InputError, match=r"column INCOME, row with CUST_ID=100008: value 8.0 is not"
+    ) as error:
+        read_table(path, other_schema, strict=True).frame.compute()
+    assert "np." not in str(error.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1 not really parquet", b"PAR1"])
+def test_unreadable_parquet_is_an_input_error(tmp_path, other_schema, content):
+    path = tmp_path / "population.parquet"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="population.parquet: not a readable Parquet file"):
+        read_table(path, other_schema)
+
+
+def test_duplicate_id_locations(tmp_path):
+    from segmentation.io import duplicate_id_locations
+
+    path = tmp_path / "t.csv"
+    path.write_text("A;LNR\nx;1.0\ny;2\nz;1\n")
+    assert duplicate_id_locations([str(path)], "LNR", 1) == f"{path}, lines 2 and 4"
+    frame = pd.DataFrame({"LNR": [5, 6, 5]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    assert duplicate_id_locations([str(tmp_path / "t.parquet")], "LNR", 5).endswith("rows 1 and 3")
+
+
+def test_worker_log_filter_drops_only_input_errors():
+    import logging
+
+    from segmentation.io import _HideInputErrors
+
+    def record(exception_text: str) -> logging.LogRecord:
+        return logging.LogRecord(
+            "distributed.worker",
+            logging.ERROR,
+            "",
+            0,
+            "Compute Failed\nKey: %s\nException: %r\n",
+            ("k", exception_text),
+            None,
+        )
+
+    assert not _HideInputErrors().filter(record("InputError('x.csv: line 3: ...')"))
+    assert _HideInputErrors().filter(record("ValueError('a bug')"))
+
+
+def test_ingest_leaves_nothing_behind_on_bad_input(tmp_path, other_schema):
+    frame = other_vendor_frame(200)
+    frame["SCORE"] = frame["SCORE"].astype(object)
+    frame.loc[150, "SCORE"] = "abc"
+    path = tmp_path / "population.csv"
+    frame.to_csv(path, sep=";", index=False)
+    with pytest.raises(InputError, match="value 'abc'"):
+        ingest(read_table(path, other_schema, strict=True), str(tmp_path / "out.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["population.csv"]
