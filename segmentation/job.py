@@ -53,7 +53,7 @@ from .io import (
     read_table,
 )
 from .model import INSUFFICIENT, SegmentationModel, segment_names
-from .preflight import input_paths, preflight
+from .preflight import Checked, input_paths, preflight
 from .progress import LocalTaskCounter, StageDisplay, StageProgress
 from .runtime import Stage, check_interrupt, open_cluster
 from .scale import ImputeScaler
@@ -196,9 +196,10 @@ def _call(model: SegmentationModel, method: str, *args):
     return getattr(model, method)(*args)
 
 
-def run_job(config: JobConfig) -> RunResult:
-    """Run the whole job; the run folder appears at ``config.output`` only when everything is written."""
-    checked = preflight(config)  # before any cluster starts: paths, headers, profile, attributes
+def run_job(config: JobConfig, checked: Checked | None = None) -> RunResult:
+    """Run the whole job; the run folder appears at ``config.output`` only when everything is written.
+    ``checked``: the result of ``preflight(config)`` when the caller ran it already."""
+    checked = checked or preflight(config)  # before any cluster starts: paths, headers, profile, attributes
     schema, attributes_text = checked.schema, checked.attributes_text
     profile = checked.profile
     folder = RunFolder(config.output, profile.storage_options)
@@ -446,11 +447,11 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
     )
 
 
-def elbow_only(config: JobConfig) -> pd.DataFrame:
+def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:
     """Fit k-means over ``k_min..k_max`` and return SSE, silhouette and the recommended k (no run folder)."""
     import tempfile
 
-    checked = preflight(config)
+    checked = checked or preflight(config)
     config = copy.deepcopy(config)
     config.kmeans.elbow = True  # k_max is then checked against the rows kept
     with (

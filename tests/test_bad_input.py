@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"population": 3000, "customers": 800, "mailout_train": 300, "mailout_test": 300}
 
 
+def quick_limit() -> float:
+    """3 s, the bound for checks made before any cluster starts, on an idle machine; stretched by the
+    load of a shared one (2 cores running 8 processes: 12 s), still far below a cluster start (~25 s)."""
+    return 3 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
@@ -192,8 +198,9 @@ def test_wrong_delimiter_advises_sep(data):
     out = data / "runs" / "comma"
     assert_fails_cleanly(run(data, "comma", customers=comma), 3, str(comma), "--sep ','", "sep: ','", out=out)
 
-    result = run(data, "comma-ok", "--sep", ",", "--k", "3", customers=comma, population=comma)
-    # With --sep ',' both tables are read (the customers file stands in for the population here).
+    # What the message advises works: the same files pass the checks with --sep ',' (reading a whole
+    # table with another delimiter: test_io.test_other_delimiter).
+    result = cli("validate", "--population", comma, "--customers", comma, "--sep", ",", cwd=data)
     assert result.returncode == 0, result.stderr
 
 
@@ -206,7 +213,7 @@ def test_required_column_missing_is_named_before_the_cluster_starts(data):
     elapsed = time.perf_counter() - started
     assert_fails_cleanly(result, 3, str(path), "ALTERSKATEGORIE_GROB", out=data / "runs" / "no-column")
     assert "Dask dashboard" not in result.stdout
-    assert elapsed < 3 * 2, elapsed  # 3 s on an idle machine; this one is shared
+    assert elapsed < quick_limit(), elapsed
 
 
 def test_missing_path_fails_before_the_cluster_starts(data):
@@ -215,7 +222,7 @@ def test_missing_path_fails_before_the_cluster_starts(data):
     elapsed = time.perf_counter() - started
     assert_fails_cleanly(result, 3, "nowhere/customers.csv", "no such file", out=data / "runs" / "no-file")
     assert "Dask dashboard" not in result.stdout
-    assert elapsed < 3 * 2, elapsed
+    assert elapsed < quick_limit(), elapsed
 
 
 def test_empty_file(data):
@@ -265,7 +272,7 @@ def test_k_min_above_k_max_is_a_configuration_error_before_reading(data):
     )
     assert_fails_cleanly(result, 2, "--k-min", "10", "--k-max", "3")
     assert "Dask dashboard" not in result.stdout
-    assert time.perf_counter() - started < 3 * 2
+    assert time.perf_counter() - started < quick_limit()
 
 
 def test_attributes_line_with_extra_fields(data):

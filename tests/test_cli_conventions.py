@@ -19,6 +19,12 @@ from segmentation.schema import load_schema
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def quick_limit() -> float:
+    """3 s, the bound for checks made before any cluster starts, on an idle machine; stretched by the
+    load of a shared one (2 cores running 8 processes: 12 s), still far below a cluster start (~25 s)."""
+    return 3 * max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+
+
 def subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = cli.build_parser()
     (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -96,7 +102,7 @@ def test_validate_checks_a_good_job_quickly_without_a_cluster(job):
     assert "population: population.csv: header of 366 columns" in result.stdout
     assert "no cluster started" in result.stdout
     assert "Dask dashboard" not in result.stdout + result.stderr
-    assert elapsed < 3, elapsed
+    assert elapsed < quick_limit(), elapsed
     assert not (job.parent / "runs").exists()
 
 
@@ -112,7 +118,7 @@ def test_validate_finds_a_missing_column_quickly(job):
         result.stderr.strip()
         == "error: customers.csv: required column(s) missing for table customers: ZABEOTYP"
     )
-    assert elapsed < 3, elapsed
+    assert elapsed < quick_limit(), elapsed
 
 
 @pytest.mark.parametrize(

@@ -94,6 +94,16 @@ def test_wrong_delimiter(tmp_path, other_schema):
         read_table(path, other_schema)
 
 
+def test_other_delimiter(tmp_path, other_schema):
+    path = tmp_path / "population.csv"
+    frame = other_vendor_frame(3000)
+    frame.to_csv(path, sep=",", index=False)
+    table = read_table(path, other_schema, sep=",", blocksize=20_000)
+    assert table.frame.npartitions > 1
+    assert table.frame.compute()["CUST_ID"].tolist() == frame["CUST_ID"].tolist()
+    assert table.invalid_counts.compute().sum() == 0
+
+
 def test_empty_file(tmp_path, other_schema):
     path = tmp_path / "population.csv"
     path.write_text("")
