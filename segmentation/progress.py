@@ -152,9 +152,12 @@ class TaskCounter(SchedulerPlugin):
         # The scheduler has just released the results the worker held, under this same stimulus.
         self.workers_lost += 1
         lost = [key for key, stimulus in self._released.items() if stimulus == stimulus_id]
-        self._lost.update(lost)
         for key in lost:
             del self._released[key]
+            if self._finished.get(key) is False:  # already sent back to be computed, under this stimulus
+                self.recomputed += 1
+            else:
+                self._lost.add(key)
 
     def counts(self) -> dict[str, int]:
         return {
