@@ -152,9 +152,12 @@ class TaskCounter(SchedulerPlugin):
         # The scheduler has just released the results the worker held, under this same stimulus.
         self.workers_lost += 1
         lost = [key for key, stimulus in self._released.items() if stimulus == stimulus_id]
-        self._lost.update(lost)
         for key in lost:
             del self._released[key]
+            if self._finished.get(key) is False:  # already sent back to be computed, under this stimulus
+                self.recomputed += 1
+            else:
+                self._lost.add(key)
 
     def counts(self) -> dict[str, int]:
         return {
@@ -173,20 +176,19 @@ def _scheduler_counts(dask_scheduler: Any) -> dict[str, int] | None:
 def install_task_counter(client: Any, cluster: Any | None) -> Callable[[], dict[str, int] | None]:
     """Add a ``TaskCounter`` to the scheduler; return a function reading its counts (``None`` if unavailable).
 
-    A scheduler in this process (a local cluster) is read directly; a remote one with ``run_on_scheduler``,
-    which needs this package installed where the scheduler runs: without it there are no percentages and
-    ``run.json`` records no losses, and the run goes on.
+    The plugin is added through the scheduler's own event loop (``register_plugin``), never from this
+    thread. A scheduler in this process (a local cluster) is then read directly; a remote one with
+    ``run_on_scheduler``. Both need this package importable where the scheduler runs: without it there are
+    no percentages and ``run.json`` records no losses, and the run goes on.
     """
-    scheduler = getattr(cluster, "scheduler", None)
-    if scheduler is not None and hasattr(scheduler, "add_plugin"):
-        plugin = TaskCounter()
-        scheduler.add_plugin(plugin, name=TaskCounter.name)
-        return plugin.counts
     try:
         client.register_plugin(TaskCounter(), name=TaskCounter.name)
     except Exception as error:  # noqa: BLE001 - progress must not fail the run
         logger.info("no task counts from the scheduler (%s): progress without percentages", error)
         return lambda: None
+    plugin = getattr(getattr(cluster, "scheduler", None), "plugins", {}).get(TaskCounter.name)
+    if isinstance(plugin, TaskCounter):
+        return plugin.counts
 
     def remote_counts() -> dict[str, int] | None:
         try:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import dask
 import dask.array as da
+import distributed
 import psutil
 import pytest
 import yaml
@@ -630,6 +631,26 @@ def test_an_interrupted_run_exits_130_within_2_s_quietly_leaving_nothing(
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_results_lost_with_a_killed_worker_are_counted_as_recomputed(tmp_path):
+    profile = write_profile(
+        tmp_path, "kind: local\nn_workers: 2\nmemory_limit: 1GiB\ndashboard_address: 127.0.0.1:0\n"
+    )
+    with open_cluster(load_profile(profile), show_progress=False) as session:
+        client = session.client
+        numbers = da.random.random((2000, 100), chunks=(100, 100)).persist()
+        distributed.wait(numbers)
+        held = client.has_what()
+        victim, pid = next(iter(client.run(os.getpid).items()))
+        lost = len(held[victim])
+        assert 0 < lost < 20
+        assert session.recovery() == {"workers_lost": 0, "tasks_recomputed": 0}
+        os.kill(pid, signal.SIGKILL)
+        assert 0 < float(numbers.sum().compute()) < 2000 * 100
+        assert session.recovery() == {"workers_lost": 1, "tasks_recomputed": lost}
 
 
 @pytest.mark.slow
