@@ -230,7 +230,9 @@ def read_table(
         frames.append(typed)
         counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
         invalids.append(
-            dd.map_partitions(invalid_value_counts, raw, typed, schema, meta=counts_meta, align_dataframes=False)
+            dd.map_partitions(
+                invalid_value_counts, raw, typed, schema, meta=counts_meta, align_dataframes=False
+            )
         )
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
@@ -379,7 +381,9 @@ def _text_sentinels(raw: pd.Series, attribute: Attribute) -> np.ndarray:
     return raw.astype("string").str.strip().isin(attribute.text_unknown_codes).fillna(False).to_numpy(bool)
 
 
-def invalid_value_counts(raw: pd.DataFrame, typed: pd.DataFrame, schema: Schema | None = None) -> pd.DataFrame:
+def invalid_value_counts(
+    raw: pd.DataFrame, typed: pd.DataFrame, schema: Schema | None = None
+) -> pd.DataFrame:
     """One row: per column, how many values were present in the raw partition but invalid (now missing);
     with ``schema``, a numeric column's text unknown codes are not invalid."""
     invalid = raw.notna().to_numpy() & typed.isna().to_numpy()

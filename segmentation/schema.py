@@ -371,12 +371,16 @@ def parse_attributes(text: str, source: str = "<attributes>") -> Schema:
         )
     ids = [a.name for a in attributes if a.kind == "id"]
     if len(ids) > 1:
-        raise SchemaError(f"{source}, line {lines[ids[1]]} ({ids[1]}): a second id column (the first is {ids[0]})")
+        raise SchemaError(
+            f"{source}, line {lines[ids[1]]} ({ids[1]}): a second id column (the first is {ids[0]})"
+        )
     if not ids:
         raise SchemaError(f"{source}: exactly one column must have kind 'id', found none")
     schema = Schema(tuple(attributes), source=source)
     if not schema.features():
-        raise SchemaError(f"{source}: no feature columns (every column is an id, an extra or in some tables only)")
+        raise SchemaError(
+            f"{source}: no feature columns (every column is an id, an extra or in some tables only)"
+        )
     owners: dict[str, str] = {}
     for attribute in attributes:
         for feature in _feature_names(attribute):
