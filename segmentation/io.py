@@ -310,6 +310,8 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
     present = raw.notna()
     if attribute.kind == "date":
         parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+        # pandas 3 parses years outside datetime64[ns] (0001, -1): invalid here, like pandas 2 makes them
+        parsed = parsed.where(parsed.between(pd.Timestamp.min, pd.Timestamp.max))
         return parsed.astype("datetime64[ns]"), present & parsed.isna()
     if attribute.integer_coded:
         if pd.api.types.is_numeric_dtype(raw.dtype):

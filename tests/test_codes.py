@@ -122,13 +122,14 @@ def test_unknown_codes_are_missing_not_invalid_whatever_their_form():
         "2;-9;7;70000;3;2016-03-01 10:00:00\n"
         "3;50;7.0;5;3.0;\n"
         "4;30;8;5;2;nicht\n"
+        "5;30;8;5;2;0001-01-01\n"  # outside datetime64[ns]: pandas 3 parsed it, then failed to store it
     )
-    assert invalid.to_dict() == {"ID": 0, "AGE": 0, "COUNT": 0, "WIDE": 0, "RANK": 0, "SINCE": 1}
+    assert invalid.to_dict() == {"ID": 0, "AGE": 0, "COUNT": 0, "WIDE": 0, "RANK": 0, "SINCE": 2}
     # AGE: a text sentinel, an integer one, and an unknown code inside the valid range (50) are missing
     assert codebook.missing_counts(block).to_dict() == {
-        "AGE": 3, "COUNT": 1, "WIDE": 1, "RANK": 1, "SINCE": 2, "__rows__": 4,
+        "AGE": 3, "COUNT": 1, "WIDE": 1, "RANK": 1, "SINCE": 3, "__rows__": 5,
     }  # fmt: skip
     # WIDE spans 100,001 values: no code domain, kept as numbers; COUNT has no range
     assert codebook.rest == ["COUNT", "WIDE", "SINCE"]
-    assert block.rest["WIDE"].tolist()[1:] == [70000, 5, 5]
+    assert block.rest["WIDE"].tolist()[1:] == [70000, 5, 5, 5]
     assert block.rest["SINCE"].dt.year.tolist()[:2] == [2016, 2016]  # ISO dates with or without a time

@@ -104,6 +104,9 @@ def attribute_spec(draw, name: str) -> Spec:
         )
         spec.valid = [str(c) for c in ints]
         spec.codes_text = draw(code_expression(ints))
+        if kind in ("categorical", "mixed") and draw(st.booleans()):  # a mix: 1..5;7;X
+            spec.valid.append(draw(st.sampled_from(TEXT_CODES)))
+            spec.codes_text += f";{spec.valid[-1]}"
     unknown = draw(
         st.lists(st.sampled_from(TEXT_UNKNOWN + tuple(map(str, INT_UNKNOWN))), max_size=2, unique=True)
     )
