@@ -51,7 +51,7 @@ def unknown_to_missing(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
                     [c for c in attribute.unknown_codes if c in values.cat.categories]
                 )
             else:
-                values = values.mask(values.isin([int(c) for c in attribute.unknown_codes]))
+                values = values.mask(values.isin([int(c) for c in attribute.integer_unknown_codes]))
         out[column] = values
     return pd.DataFrame(out, index=frame.index)
 

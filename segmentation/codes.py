@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from .schema import Schema
+from .schema import MAX_INTEGER_SPAN, Schema
 
 POSITION_DTYPE = np.uint16
 
@@ -108,13 +108,15 @@ class CodeIndex:
             domain = pd.Series(list(dtype.categories), dtype=dtype)
             self.low = 0
         elif attribute.codes and attribute.integer_coded:
-            codes = [int(c) for c in attribute.codes + attribute.unknown_codes]
-            self.low = min(codes)
-            domain = pd.Series(np.arange(self.low, max(codes) + 1), dtype=str(dtype))
+            codes = [int(c) for c in attribute.codes + attribute.integer_unknown_codes]
+            if max(codes) - min(codes) < MAX_INTEGER_SPAN:  # wider numeric ranges go without a domain
+                self.low = min(codes)
+                domain = pd.Series(np.arange(self.low, max(codes) + 1), dtype=str(dtype))
         if self.low is None:
             return
         as_text = domain.astype("string")
-        unknown = ~as_text.isin(attribute.codes).to_numpy()
+        # An unknown code inside a numeric column's valid range is unknown all the same.
+        unknown = (~as_text.isin(attribute.codes) | as_text.isin(attribute.unknown_codes)).to_numpy()
         self.recoded = pd.concat(
             [domain.mask(unknown), pd.Series([None], dtype=domain.dtype)], ignore_index=True
         )
@@ -162,6 +164,15 @@ def storage_dtype(attribute):
 def code_indexes(schema: Schema, frame: pd.DataFrame, columns: list[str]) -> list[CodeIndex]:
     """One CodeIndex per column, for the dtypes of ``frame``."""
     return [CodeIndex(schema[c], frame[c].dtype) for c in columns]
+
+
+def _unknown_to_missing(rest: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Unknown codes of the columns without a domain (numbers without a range) -> missing."""
+    for column in rest.columns:
+        unknown = [int(c) for c in schema[column].integer_unknown_codes]
+        if unknown and schema[column].kind == "numeric":
+            rest[column] = rest[column].mask(rest[column].isin(unknown))
+    return rest
 
 
 @dataclass
@@ -223,7 +234,7 @@ class Codebook:
 
     @staticmethod
     def _listed(attribute) -> np.ndarray:
-        return np.array([int(c) for c in attribute.codes + attribute.unknown_codes], dtype=np.int64)
+        return np.array([int(c) for c in attribute.codes + attribute.integer_unknown_codes], dtype=np.int64)
 
     @property
     def numeric_columns(self) -> list[str]:
@@ -270,7 +281,7 @@ class Codebook:
             if values.dtype != dtype:
                 values = values.astype(dtype)
             positions[:, j] = index.positions(values)
-        rest = frame[self.rest].reset_index(drop=True)
+        rest = _unknown_to_missing(frame[self.rest].reset_index(drop=True), self.schema)
         ids = frame[self.schema.id_column].to_numpy(dtype="int64")
         return CodedBlock(ids, positions, rest)
 

@@ -60,7 +60,15 @@ def encode_column(values: pd.Series, attribute: Attribute) -> pd.DataFrame:
         return pd.DataFrame({attribute.name: encoded.where(text.notna()).astype("float32")}, index=index)
     if attribute.kind == "date":
         return pd.DataFrame({attribute.name: values.dt.year.astype("float32")}, index=index)
-    return pd.DataFrame({attribute.name: values.astype("float32")}, index=index)
+    return pd.DataFrame({attribute.name: _numbers(values)}, index=index)
+
+
+def _numbers(values: pd.Series) -> np.ndarray:
+    """An ordinal or numeric column as float32 (NaN for missing), whether held as numbers or, when its
+    unknown codes are text (``1..9`` with ``X``), as text categories."""
+    if not pd.api.types.is_numeric_dtype(values.dtype):
+        values = pd.to_numeric(values.astype("string"), errors="coerce")
+    return values.to_numpy(dtype="float32", na_value=np.nan)
 
 
 class Encoder(TransformerMixin, BaseEstimator):

@@ -330,7 +330,9 @@ def read_table(
         frames.append(typed)
         counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
         invalids.append(
-            dd.map_partitions(invalid_value_counts, raw, typed, meta=counts_meta, align_dataframes=False)
+            dd.map_partitions(
+                invalid_value_counts, raw, typed, schema, meta=counts_meta, align_dataframes=False
+            )
         )
     frame = frames[0] if len(frames) == 1 else dd.concat(frames)
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
@@ -374,7 +376,7 @@ def code_partition(
     if not all(pa.types.is_floating(t) or pa.types.is_integer(t) for t in types):
         frame = raw.to_pandas()
         typed = normalize_partition(frame, schema, source, strict)
-        return codebook.encode(typed), invalid_value_counts(frame, typed).iloc[0]
+        return codebook.encode(typed), invalid_value_counts(frame, typed, schema).iloc[0]
     values = np.empty((len(numeric), raw.num_rows))
     for row, column in zip(values, numeric, strict=True):
         row[:] = raw.column(column).to_numpy()  # empty cells -> NaN
@@ -407,7 +409,9 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
     """A raw column -> (typed column with invalid values missing, mask of invalid values)."""
     present = raw.notna()
     if attribute.kind == "date":
-        parsed = pd.to_datetime(raw, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+        parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+        # pandas 3 parses years outside datetime64[ns] (0001, -1): invalid here, like pandas 2 makes them
+        parsed = parsed.where(parsed.between(pd.Timestamp.min, pd.Timestamp.max))
         return parsed.astype("datetime64[ns]"), present & parsed.isna()
     if attribute.integer_coded:
         if pd.api.types.is_numeric_dtype(raw.dtype):
@@ -423,7 +427,7 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
             )
             bounds = attribute.value_range
             if bounds is not None:
-                unknown = np.array([float(c) for c in attribute.unknown_codes])
+                unknown = np.array([float(c) for c in attribute.integer_unknown_codes])
                 valid &= ((numbers >= bounds[0]) & (numbers <= bounds[1])) | np.isin(numbers, unknown)
             elif attribute.kind == "numeric":
                 valid &= np.abs(numbers, where=present_numbers, out=np.zeros_like(numbers)) < 2**31
@@ -431,7 +435,7 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
             valid = np.isin(numbers, np.array([float(c) for c in attribute.codes + attribute.unknown_codes]))
         data = np.where(valid, numbers, 0).astype(attribute.storage_dtype.lower())
         typed = pd.Series(pd.arrays.IntegerArray(data, ~valid), index=raw.index)
-        return typed, present & ~valid
+        return typed, present & ~valid & ~_text_sentinels(raw, attribute)
     # Text codes: canonicalise each distinct value once (a column holds a few dozen), then map.
     distinct = raw.dropna().unique()
     canonical = (
@@ -475,9 +479,22 @@ def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: 
     return pd.DataFrame(out, index=raw.index)
 
 
-def invalid_value_counts(raw: pd.DataFrame, typed: pd.DataFrame) -> pd.DataFrame:
-    """One row: per column, how many values were present in the raw partition but invalid (now missing)."""
+def _text_sentinels(raw: pd.Series, attribute: Attribute) -> np.ndarray:
+    """Cells of an integer-coded column that hold one of its text unknown codes (a numeric column's
+    ``unbekannt``): read as missing, not invalid."""
+    if not (attribute.integer_coded and attribute.text_unknown_codes) or pd.api.types.is_numeric_dtype(raw):
+        return np.zeros(len(raw), dtype=bool)
+    return raw.astype("string").str.strip().isin(attribute.text_unknown_codes).fillna(False).to_numpy(bool)
+
+
+def invalid_value_counts(
+    raw: pd.DataFrame, typed: pd.DataFrame, schema: Schema | None = None
+) -> pd.DataFrame:
+    """One row: per column, how many values were present in the raw partition but invalid (now missing);
+    with ``schema``, a numeric column's text unknown codes are not invalid."""
     invalid = raw.notna().to_numpy() & typed.isna().to_numpy()
+    for j, column in enumerate(raw.columns if schema is not None else ()):
+        invalid[:, j] &= ~_text_sentinels(raw[column], schema[column])
     return pd.DataFrame(invalid.sum(axis=0, keepdims=True), columns=raw.columns)
 
 

@@ -11,11 +11,15 @@ File format (CSV, ``,``-separated, one row per column, in the order the columns 
 
 ``kind`` is one of ``id, categorical, ordinal, numeric, binary, mixed, date, extra``; ``extra`` columns
 (e.g. the customers' ``CUSTOMER_GROUP``) are carried aside and never used as features. ``codes`` is
-``1..9`` (a range), ``1;2;5`` or ``1A;1B`` (a list), mixes of both, or empty (numeric, date, id); for a
-numeric column a range gives its valid bounds. ``unknown_codes`` uses the same syntax (``-1;0``, ``X``).
-``tables`` limits a column to some tables (``customers``); empty means every table. ``derive`` re-encodes
-a mixed column into new ordinal columns: ``DECADE=1..2:40,3..4:50|MOVEMENT=1:0,2:1`` makes
-``<attribute>_DECADE`` and ``<attribute>_MOVEMENT``; codes not listed become missing.
+``1..9`` (a range of integers), ``1;2;5`` or ``1A;1B`` (a list), mixes of both (``1..5;7;X``), or empty
+(numeric, date, id); ordinal and numeric codes are integers, and a numeric column's range gives its valid
+bounds. ``unknown_codes`` uses the same syntax (``-1;0``, ``X``, ``-9;unbekannt``). A code is matched as
+text, except that integers are matched as numbers: ``4``, ``04`` and ``4.0`` are one code, in the attributes
+file and in the data alike. ``tables`` limits a column to some tables (``customers``); empty means every
+table; a feature must be in every table. ``derive`` re-encodes a mixed column into new ordinal columns:
+``DECADE=1..2:40,3..4:50|MOVEMENT=1:0,2:1`` makes ``<attribute>_DECADE`` and ``<attribute>_MOVEMENT``;
+codes not listed become missing. Dates read as ISO 8601 (``2016-03-01`` or ``2016-03-01 00:00:00``); a
+date, id or extra column's unknown codes are ignored.
 """
 
 from __future__ import annotations
@@ -45,6 +49,10 @@ TABLES = ("population", "customers", "mailout_train", "mailout_test")
 _INT_DTYPES = (("Int8", -(2**7), 2**7 - 1), ("Int16", -(2**15), 2**15 - 1), ("Int32", -(2**31), 2**31 - 1))
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 _INT = re.compile(r"^-?\d+$")
+# Integer codes spanning more values than this are stored as text categories (non-numeric kinds) or
+# without a code domain (numeric): a dense domain (codes.CodeIndex) of a sentinel like -99999 next to
+# 1..5 would hold 100,000 positions.
+MAX_INTEGER_SPAN = 4096
 
 
 class SchemaError(ValueError):
@@ -63,7 +71,9 @@ def canonical_code(value: object) -> str | None:
     if not text or text.lower() in ("nan", "<na>"):
         return None
     if text.endswith(".0") and _INT.match(text[:-2]):
-        return text[:-2]
+        text = text[:-2]
+    if _INT.match(text):
+        return str(int(text))  # "04", "-0" -> "4", "0"
     return text
 
 
@@ -78,7 +88,11 @@ def parse_codes(text: str) -> tuple[str, ...]:
             low, high = int(match.group(1)), int(match.group(2))
             if low > high:
                 raise ValueError(f"range {part!r} runs backwards")
+            if high - low >= 1_000_000:
+                raise ValueError(f"range {part!r} lists more than a million codes")
             codes.extend(str(c) for c in range(low, high + 1))
+        elif ".." in part:
+            raise ValueError(f"range {part!r} should read LOW..HIGH with integers (e.g. 1..9)")
         else:
             codes.append(canonical_code(part) or part)
     return tuple(dict.fromkeys(codes))
@@ -115,11 +129,29 @@ class Attribute:
         return self.kind not in ("id", "extra")
 
     @property
+    def integer_unknown_codes(self) -> tuple[str, ...]:
+        """The unknown codes that are integers (a numeric column's text sentinels are not stored)."""
+        return tuple(c for c in self.unknown_codes if _INT.match(c))
+
+    @property
+    def text_unknown_codes(self) -> tuple[str, ...]:
+        """The unknown codes that are not integers (``X``, ``unbekannt``)."""
+        return tuple(c for c in self.unknown_codes if not _INT.match(c))
+
+    @property
     def integer_coded(self) -> bool:
-        """Whether every valid and unknown code is an integer (stored as a nullable integer)."""
+        """Whether the column is stored as a nullable integer: every valid and unknown code is an integer
+        (a numeric column's text unknown codes read as missing) and, but for numeric columns, they span
+        at most ``MAX_INTEGER_SPAN`` values; otherwise the codes are stored as text categories."""
         if self.kind == "date":
             return False
-        return all(_INT.match(c) for c in self.codes + self.unknown_codes)
+        if self.kind in ("numeric", "id"):
+            return all(_INT.match(c) for c in self.codes)
+        codes = self.codes + self.unknown_codes
+        if not all(_INT.match(c) for c in codes):
+            return False
+        values = [int(c) for c in codes] or [0]
+        return max(values) - min(values) < MAX_INTEGER_SPAN
 
     @property
     def value_range(self) -> tuple[int, int] | None:
@@ -136,7 +168,7 @@ class Attribute:
             return "Int64"
         if self.kind == "date" or not self.integer_coded:
             return "string"
-        values = [int(c) for c in self.codes + self.unknown_codes] or [0]
+        values = [int(c) for c in self.codes + self.integer_unknown_codes] or [0]
         if self.kind == "numeric" and not self.codes:
             return "Int32"
         low, high = min(values), max(values)
@@ -201,8 +233,8 @@ class Schema:
         return [a.name for a in self.attributes if a.in_table(table)]
 
     def features(self) -> list[Attribute]:
-        """Attributes that feed the model, in file order."""
-        return [a for a in self.attributes if a.is_feature and not a.tables]
+        """Attributes that feed the model (in every table), in file order."""
+        return [a for a in self.attributes if a.is_feature and all(a.in_table(t) for t in TABLES)]
 
     def extras(self, table: str) -> list[str]:
         """Columns of ``table`` carried aside (not features, not the id)."""
@@ -270,10 +302,19 @@ def parse_attributes(text: str, source: str = "<attributes>") -> Schema:
         )
     attributes: list[Attribute] = []
     seen: set[str] = set()
-    for line, raw in enumerate(reader, start=2):
-        row = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+    lines: dict[str, int] = {}
+    for raw in reader:
+        line = reader.line_num  # the physical line where this row ends (quoted fields may span lines)
+        if None in raw:
+            raise SchemaError(
+                f"{source}, line {line}: {len(header) + len(raw[None])} fields, the header has {len(header)}"
+            )
+        row = {k.strip(): (v or "").strip() for k, v in raw.items()}
+        if not any(row.values()):
+            continue  # a blank line
         name = row["attribute"]
         where = f"{source}, line {line} ({name or 'no attribute name'})"
+        lines[name] = line
         if not name:
             raise SchemaError(f"{where}: the attribute name is empty")
         if name in seen:
@@ -302,6 +343,11 @@ def parse_attributes(text: str, source: str = "<attributes>") -> Schema:
             raise SchemaError(f"{where}: numeric codes give a range like 0..100")
         if kind == "mixed" and not derive:
             raise SchemaError(f"{where}: a mixed column needs a derive entry saying how to split it")
+        if derive and kind != "mixed":
+            raise SchemaError(f"{where}: derive is for mixed columns, this one is {kind}")
+        stray = [c for d in derive for c in d.mapping if c not in codes]
+        if stray:
+            raise SchemaError(f"{where}: derive maps code(s) {';'.join(dict.fromkeys(stray))} not in codes")
         overlap = set(codes) & set(unknown_codes)
         if overlap and kind != "numeric":
             raise SchemaError(f"{where}: code(s) {';'.join(sorted(overlap))} are both valid and unknown")
@@ -324,11 +370,36 @@ def parse_attributes(text: str, source: str = "<attributes>") -> Schema:
             )
         )
     ids = [a.name for a in attributes if a.kind == "id"]
-    if len(ids) != 1:
-        raise SchemaError(f"{source}: exactly one column must have kind 'id', found {len(ids)}")
-    if not any(a.is_feature for a in attributes):
-        raise SchemaError(f"{source}: no feature columns (every column is id or extra)")
-    return Schema(tuple(attributes), source=source)
+    if len(ids) > 1:
+        raise SchemaError(
+            f"{source}, line {lines[ids[1]]} ({ids[1]}): a second id column (the first is {ids[0]})"
+        )
+    if not ids:
+        raise SchemaError(f"{source}: exactly one column must have kind 'id', found none")
+    schema = Schema(tuple(attributes), source=source)
+    if not schema.features():
+        raise SchemaError(
+            f"{source}: no feature columns (every column is an id, an extra or in some tables only)"
+        )
+    owners: dict[str, str] = {}
+    for attribute in attributes:
+        for feature in _feature_names(attribute):
+            if feature in owners and owners[feature] != attribute.name:
+                raise SchemaError(
+                    f"{source}, line {lines[attribute.name]} ({attribute.name}): its feature {feature} "
+                    f"clashes with a feature of {owners[feature]}"
+                )
+            owners[feature] = attribute.name
+    return schema
+
+
+def _feature_names(attribute: Attribute) -> list[str]:
+    """The names an attribute's features and columns take (``encode.feature_names`` plus the column)."""
+    names = [attribute.name]
+    if attribute.kind == "categorical":
+        names += [f"{attribute.name}={c}" for c in attribute.codes]
+    names += [d.name for d in attribute.derive]
+    return names
 
 
 def default_attributes_path() -> Path:

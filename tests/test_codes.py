@@ -1,12 +1,17 @@
 """Coded blocks: positions, missing masks and histograms equal the typed frame's; save/load round-trips."""
 
+import tempfile
+from pathlib import Path
+
+import dask
 import numpy as np
 import pandas as pd
 import pytest
 
 from segmentation.clean import unknown_to_missing
 from segmentation.codes import Codebook, load_block, save_block
-from segmentation.io import normalize_partition
+from segmentation.io import code_partition, normalize_partition, read_table
+from segmentation.schema import parse_attributes
 
 from .conftest import other_vendor_frame
 
@@ -86,3 +91,45 @@ def test_blocks_round_trip_through_npz(other_schema, typed, tmp_path):
     np.testing.assert_array_equal(loaded.ids, block.ids)
     np.testing.assert_array_equal(loaded.positions, block.positions)
     pd.testing.assert_frame_equal(loaded.rest, block.rest)
+
+
+SENTINELS = """attribute,kind,codes,unknown_codes
+ID,id,,
+AGE,numeric,18..99,-9;unbekannt;50
+COUNT,numeric,,-1
+WIDE,numeric,0..100000,-1
+RANK,ordinal,1..5,-99999
+SINCE,date,,
+"""
+
+
+def _coded(text: str):
+    """SENTINELS' schema, a raw partition of ``text`` (;-separated) and its coded block via the loader."""
+    schema = parse_attributes(SENTINELS, "sentinels.csv")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "t.csv"
+        path.write_text(text)
+        (raw,) = dask.compute(read_table(path, schema, blocksize=None).parts[0][1], scheduler="sync")
+        codebook = Codebook(schema)
+        block, invalid = code_partition(raw, codebook, str(path))
+    return codebook, block, invalid
+
+
+def test_unknown_codes_are_missing_not_invalid_whatever_their_form():
+    codebook, block, invalid = _coded(
+        "ID;AGE;COUNT;WIDE;RANK;SINCE\n"
+        "1;unbekannt;-1;-1;-99999;2016-03-01\n"
+        "2;-9;7;70000;3;2016-03-01 10:00:00\n"
+        "3;50;7.0;5;3.0;\n"
+        "4;30;8;5;2;nicht\n"
+        "5;30;8;5;2;0001-01-01\n"  # outside datetime64[ns]: pandas 3 parsed it, then failed to store it
+    )
+    assert invalid.to_dict() == {"ID": 0, "AGE": 0, "COUNT": 0, "WIDE": 0, "RANK": 0, "SINCE": 2}
+    # AGE: a text sentinel, an integer one, and an unknown code inside the valid range (50) are missing
+    assert codebook.missing_counts(block).to_dict() == {
+        "AGE": 3, "COUNT": 1, "WIDE": 1, "RANK": 1, "SINCE": 3, "__rows__": 5,
+    }  # fmt: skip
+    # WIDE spans 100,001 values: no code domain, kept as numbers; COUNT has no range
+    assert codebook.rest == ["COUNT", "WIDE", "SINCE"]
+    assert block.rest["WIDE"].tolist()[1:] == [70000, 5, 5, 5]
+    assert block.rest["SINCE"].dt.year.tolist()[:2] == [2016, 2016]  # ISO dates with or without a time

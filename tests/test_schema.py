@@ -89,3 +89,63 @@ def test_malformed_attributes_file(text, message):
 def test_missing_attributes_file(tmp_path):
     with pytest.raises(SchemaError, match="not found"):
         load_schema(tmp_path / "nope.csv")
+
+
+def test_integer_codes_match_as_numbers():
+    assert canonical_code("04") == "4" and canonical_code("-0") == "0" and canonical_code("04.0") == "4"
+    assert parse_codes("01..03;4.0;X") == ("1", "2", "3", "4", "X")
+    schema = parse_attributes(HEADER + "ID,id,,\nA,categorical,01;2.0,-09\n")
+    assert schema["A"].codes == ("1", "2") and schema["A"].unknown_codes == ("-9",)
+    assert schema["A"].storage_dtype == "Int8"
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("A,ordinal,1.5..3,", r"line 3 \(A\): range '1.5..3' should read LOW..HIGH with integers"),
+        ("A,numeric,0..2000000,", "more than a million codes"),
+        ("A,ordinal,1..3,,surplus", r"line 3: 5 fields, the header has 4"),
+        ("A,id,,", r"line 3 \(A\): a second id column \(the first is ID\)"),
+        ('A,ordinal,1..3,,"P=1:1"', None),  # derive needs its column in the header: see below
+    ],
+)
+def test_malformed_lines_are_named(line, message):
+    if message is None:
+        text = HEADER.replace("\n", ",derive\n") + "ID,id,,,\n" + line + "\n"
+        message = r"line 3 \(A\): derive is for mixed columns, this one is ordinal"
+    else:
+        text = HEADER + "ID,id,,\n" + line + "\n"
+    with pytest.raises(SchemaError, match=f"^bad.csv, {message}" if "line" in message else message):
+        parse_attributes(text, source="bad.csv")
+
+
+def test_derive_of_an_unlisted_code_and_clashing_features_are_refused():
+    header = HEADER.replace("\n", ",derive\n")
+    with pytest.raises(SchemaError, match=r"line 3 \(M\): derive maps code\(s\) 7 not in codes"):
+        parse_attributes(header + 'ID,id,,,\nM,mixed,1;2,,"P=1:1,7:2"\n', source="bad.csv")
+    with pytest.raises(SchemaError, match=r"line 4 \(M_P\): its feature M_P clashes with a feature of M"):
+        parse_attributes(header + 'ID,id,,,\nM,mixed,1;2,,"P=1:1"\nM_P,ordinal,1..3,,\n', source="bad.csv")
+
+
+def test_a_feature_listed_for_every_table_is_a_feature():
+    text = "attribute,kind,codes,unknown_codes,tables\nID,id,,,\n"
+    text += "A,ordinal,1..3,,population;customers;mailout_train;mailout_test\nB,ordinal,1..3,,customers\n"
+    schema = parse_attributes(text)
+    assert [a.name for a in schema.features()] == ["A"]
+    assert schema.columns("customers") == ["ID", "A", "B"]
+
+
+def test_storage_of_text_sentinels_and_wide_spans():
+    schema = parse_attributes(
+        HEADER + "ID,id,,\nAGE,numeric,18..99,-9;unbekannt\nN,numeric,,unbekannt\nWIDE,numeric,0..100000,-1\n"
+        "O,ordinal,1..5,-99999\nT,ordinal,1..9,X\n"
+    )
+    # a numeric column's text unknown codes are read as missing: it stays an integer column
+    assert schema["AGE"].integer_coded and schema["AGE"].storage_dtype == "Int8"
+    assert schema["AGE"].text_unknown_codes == ("unbekannt",) and schema["AGE"].integer_unknown_codes == (
+        "-9",
+    )
+    assert schema["N"].storage_dtype == "Int32" and schema["WIDE"].storage_dtype == "Int32"
+    # a sentinel far from the codes would make a dense domain of 100,000 positions: stored as text instead
+    assert not schema["O"].integer_coded and schema["O"].storage_dtype == "string"
+    assert schema["T"].storage_dtype == "string"
