@@ -412,7 +412,7 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
         # pandas 3 parses years outside datetime64[ns] (0001, -1): invalid here, like pandas 2 makes them
         parsed = parsed.where(parsed.between(pd.Timestamp.min, pd.Timestamp.max))
-        return parsed.astype("datetime64[ns]"), present & parsed.isna()
+        return parsed.astype("datetime64[ns]"), present & parsed.isna() & ~_unstored_unknowns(raw, attribute)
     if attribute.integer_coded:
         if pd.api.types.is_numeric_dtype(raw.dtype):
             numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
@@ -435,7 +435,7 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
             valid = np.isin(numbers, np.array([float(c) for c in attribute.codes + attribute.unknown_codes]))
         data = np.where(valid, numbers, 0).astype(attribute.storage_dtype.lower())
         typed = pd.Series(pd.arrays.IntegerArray(data, ~valid), index=raw.index)
-        return typed, present & ~valid & ~_text_sentinels(raw, attribute)
+        return typed, present & ~valid & ~_unstored_unknowns(raw, attribute)
     # Text codes: canonicalise each distinct value once (a column holds a few dozen), then map.
     distinct = raw.dropna().unique()
     canonical = (
@@ -479,22 +479,25 @@ def normalize_partition(raw: pd.DataFrame, schema: Schema, source: str, strict: 
     return pd.DataFrame(out, index=raw.index)
 
 
-def _text_sentinels(raw: pd.Series, attribute: Attribute) -> np.ndarray:
-    """Cells of an integer-coded column that hold one of its text unknown codes (a numeric column's
-    ``unbekannt``): read as missing, not invalid."""
-    if not (attribute.integer_coded and attribute.text_unknown_codes) or pd.api.types.is_numeric_dtype(raw):
+def _unstored_unknowns(raw: pd.Series, attribute: Attribute) -> np.ndarray:
+    """Cells holding an unknown code that the typed column cannot hold (a numeric column's text code like
+    ``unbekannt``, any unknown code of a date column): read as missing, not invalid."""
+    codes = attribute.unknown_codes if attribute.kind == "date" else ()
+    if attribute.integer_coded and attribute.kind != "date":
+        codes = attribute.text_unknown_codes
+    if not codes or pd.api.types.is_numeric_dtype(raw):
         return np.zeros(len(raw), dtype=bool)
-    return raw.astype("string").str.strip().isin(attribute.text_unknown_codes).fillna(False).to_numpy(bool)
+    return raw.astype("string").str.strip().isin(codes).fillna(False).to_numpy(bool)
 
 
 def invalid_value_counts(
     raw: pd.DataFrame, typed: pd.DataFrame, schema: Schema | None = None
 ) -> pd.DataFrame:
     """One row: per column, how many values were present in the raw partition but invalid (now missing);
-    with ``schema``, a numeric column's text unknown codes are not invalid."""
+    with ``schema``, unknown codes the typed column cannot hold (``_unstored_unknowns``) are not invalid."""
     invalid = raw.notna().to_numpy() & typed.isna().to_numpy()
     for j, column in enumerate(raw.columns if schema is not None else ()):
-        invalid[:, j] &= ~_text_sentinels(raw[column], schema[column])
+        invalid[:, j] &= ~_unstored_unknowns(raw[column], schema[column])
     return pd.DataFrame(invalid.sum(axis=0, keepdims=True), columns=raw.columns)
 
 

@@ -18,8 +18,8 @@ text, except that integers are matched as numbers: ``4``, ``04`` and ``4.0`` are
 file and in the data alike. ``tables`` limits a column to some tables (``customers``); empty means every
 table; a feature must be in every table. ``derive`` re-encodes a mixed column into new ordinal columns:
 ``DECADE=1..2:40,3..4:50|MOVEMENT=1:0,2:1`` makes ``<attribute>_DECADE`` and ``<attribute>_MOVEMENT``;
-codes not listed become missing. Dates read as ISO 8601 (``2016-03-01`` or ``2016-03-01 00:00:00``); a
-date, id or extra column's unknown codes are ignored.
+codes not listed become missing. Dates read as ISO 8601 (``2016-03-01`` or ``2016-03-01 00:00:00``); a date
+column's unknown codes (``0``, ``unbekannt``) read as missing.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ AGE,numeric,18..99,-9;unbekannt;50
 COUNT,numeric,,-1
 WIDE,numeric,0..100000,-1
 RANK,ordinal,1..5,-99999
-SINCE,date,,
+SINCE,date,,0;unbekannt
 """
 
 
@@ -123,13 +123,15 @@ def test_unknown_codes_are_missing_not_invalid_whatever_their_form():
         "3;50;7.0;5;3.0;\n"
         "4;30;8;5;2;nicht\n"
         "5;30;8;5;2;0001-01-01\n"  # outside datetime64[ns]: pandas 3 parsed it, then failed to store it
+        "6;30;8;5;2;unbekannt\n"
+        "7;30;8;5;2;0\n"
     )
     assert invalid.to_dict() == {"ID": 0, "AGE": 0, "COUNT": 0, "WIDE": 0, "RANK": 0, "SINCE": 2}
     # AGE: a text sentinel, an integer one, and an unknown code inside the valid range (50) are missing
     assert codebook.missing_counts(block).to_dict() == {
-        "AGE": 3, "COUNT": 1, "WIDE": 1, "RANK": 1, "SINCE": 3, "__rows__": 5,
+        "AGE": 3, "COUNT": 1, "WIDE": 1, "RANK": 1, "SINCE": 5, "__rows__": 7,
     }  # fmt: skip
     # WIDE spans 100,001 values: no code domain, kept as numbers; COUNT has no range
     assert codebook.rest == ["COUNT", "WIDE", "SINCE"]
-    assert block.rest["WIDE"].tolist()[1:] == [70000, 5, 5, 5]
+    assert block.rest["WIDE"].tolist()[1:] == [70000, 5, 5, 5, 5, 5]
     assert block.rest["SINCE"].dt.year.tolist()[:2] == [2016, 2016]  # ISO dates with or without a time

@@ -136,15 +136,15 @@ def attributes_text(specs: list[Spec]) -> str:
 
 @st.composite
 def schemas(draw) -> list[Spec]:
-    """An id column, 1-5 features, sometimes a customers-only extra and a customers-only feature."""
+    """An id column, 1-5 features, sometimes a customers-only extra and a column in some tables only."""
     specs = [draw(attribute_spec(f"F{i}")) for i in range(draw(st.integers(1, 5)))]
     specs.insert(draw(st.integers(0, len(specs))), Spec("ID", "id"))
     if draw(st.booleans()):
         specs.append(Spec("GROUP", "extra", "G1;G2", "", ["G1", "G2"], tables="customers"))
     if draw(st.booleans()):
-        only = draw(attribute_spec("CUSTOMERS_ONLY"))
-        only.tables = "customers"
-        specs.append(only)
+        some = draw(attribute_spec("SOME_TABLES"))  # not in every table: read and checked, not a feature
+        some.tables = draw(st.sampled_from(["customers", "population", "population;customers"]))
+        specs.append(some)
     return specs
 
 
@@ -252,7 +252,9 @@ def test_any_valid_attributes_file_gives_finite_features_for_every_row(folder, d
     for table, text in texts.items():
         paths[table] = folder / f"{table}.csv"
         paths[table].write_text(text)
-    blocksize = data.draw(st.sampled_from([None, 64]))
+    # Several blocks per file, each longer than any line (a line longer than the block size gives an empty
+    # block, which the parser refuses; the job's block size is at least 1 MB).
+    blocksize = data.draw(st.sampled_from([None, 512]))
     model, missing, results = in_process(schema, paths, blocksize)
     width = sum(len(feature_names(schema[c])) for c in model.cleaner.kept_columns_)
     features_declared = [s.name for s in specs if s.kind not in ("id", "extra") and not s.tables]
@@ -272,8 +274,7 @@ def test_any_valid_attributes_file_gives_finite_features_for_every_row(folder, d
             if spec.name not in counts:
                 continue
             planted = counts[spec.name]
-            expected = planted["invalid"] + (planted["unknown"] if spec.kind == "date" else 0)
-            assert invalid[spec.name] == expected, (table, spec.name)
+            assert invalid[spec.name] == planted["invalid"], (table, spec.name)
             if table == "population" and spec.name in features_declared:
                 assert missing[spec.name] == n - planted["valid"], spec.name
 
