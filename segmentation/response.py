@@ -481,3 +481,34 @@ def run_response(
     section["files"] = files
     section["seconds"] = time.perf_counter() - started
     return proportions, section
+
+
+def _score_partition(
+    raw: pd.DataFrame, model: SegmentationModel, response: ResponseModel, table: str
+) -> pd.DataFrame:
+    return score_block(model, response, model.codebook.encode(raw), table)
+
+
+def score_file(model_dir: str, input_path: str, out: str, storage_options: dict | None = None) -> dict:
+    """Score any file with a run's saved model (``RUN_DIR/model`` with ``response/``): partitions are scored
+    where Dask runs them; the ranked ``LNR, segment, probability, rank`` (set-aside rows left out) is
+    written to the Parquet file ``out`` atomically. Ties are broken by the run's lift when its
+    proportions.csv sits next to the model folder. Returns the row accounting."""
+    from .io import read_table
+    from .report import replace_when_done
+
+    model = SegmentationModel.load(model_dir).compile()
+    response = ResponseModel.load(Path(model_dir) / "response")
+    name = Path(str(input_path)).name.split(".")[0]
+    table = name if name in SCORED_TABLES or name == "customers" else "mailout_test"
+    source = read_table(input_path, model.schema, table, storage_options)
+    scores = source.frame.map_partitions(_score_partition, model, response, table, meta=_SCORE_META).compute()
+    proportions = Path(model_dir).parent / "proportions.csv"
+    lift = {}
+    if proportions.exists():
+        frame = pd.read_csv(proportions, dtype={"segment": str})
+        lift = dict(zip(frame["segment"], frame["ratio"], strict=True))
+    ranked = rank_scores(scores, lift)
+    with replace_when_done(out) as temporary:
+        ranked.to_parquet(temporary, index=False)
+    return {"rows": len(scores), "scored": len(ranked), "set_aside": len(scores) - len(ranked)}
