@@ -90,7 +90,8 @@ def wilson_interval(successes, trials, confidence: float = 0.95) -> tuple[np.nda
         denominator = 1 + z**2 / trials
         centre = (rate + z**2 / (2 * trials)) / denominator
         half = z / denominator * np.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2))
-    return centre - half, centre + half
+    # Clipped: at 0 or n successes the bound is exactly 0 or 1, up to rounding (-1e-18).
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
 
 
 def compare_response(segments: pd.Series, responses: pd.Series, order: list[str]) -> pd.DataFrame:

@@ -108,9 +108,9 @@ def test_cross_validated_auc_is_within_reach_of_the_bayes_limit():
     )
     model, rate, by_lift = result["model"], result["segment_rate"], result["segment_lift"]
     assert len(model["roc_auc"]["folds"]) == 5 and model["roc_auc"]["std"] > 0
-    # Measured: Bayes 0.826 on these 6,000 rows (92 responses); model 0.761 (fold spread 0.036), segment rate
+    # Measured: Bayes 0.826 on these 6,000 rows (92 responses); model 0.776 (fold spread 0.065), segment rate
     # 0.691, segment lift 0.681. The gap to Bayes shrinks with rows (see benchmarks/bench_response.py).
-    assert model["roc_auc"]["mean"] >= bayes - 0.10
+    assert model["roc_auc"]["mean"] >= bayes - 0.08
     assert model["roc_auc"]["mean"] > rate["roc_auc"]["mean"] + 0.03  # individual attributes matter
     assert by_lift["roc_auc"]["mean"] == pytest.approx(rate["roc_auc"]["mean"], abs=0.05)  # same ranking, ~
     assert 0 < model["pr_auc"]["mean"] < 1 and model["seconds_per_fold"] > 0
