@@ -10,7 +10,9 @@ HistGradientBoostingClassifier), with the positive class up-weighted by ``scale_
 sqrt(negatives / positives) by default (``positive_weight``). The full ratio (~80 at 1.2%) made each
 responder so heavy that small trees fit noise: on the job's 542 features of 7,054 generated mail-out rows
 (81 responses), 5-fold ROC AUC 0.661 with the full ratio, 0.715 with its square root, 0.740 unweighted,
-against 0.714 for the segment's rate alone; see the benchmark for the real size. It is saved as LightGBM's text model format plus a JSON description; loading parses that text
+against 0.714 for the segment's rate alone. At the real size (42,962 rows, 534 responses, the codes as
+features) the benchmark measured 5-fold ROC AUC 0.795 (sqrt), 0.787 (full ratio), 0.792 (unweighted),
+HistGradientBoosting 0.787, against a Bayes limit of 0.837; LightGBM is also the faster (7.4 s a fold). It is saved as LightGBM's text model format plus a JSON description; loading parses that text
 (``lightgbm.Booster(model_str=...)``) and never unpickles anything.
 
 ``cross_validate`` reports stratified k-fold ROC AUC and PR AUC (average precision), mean and spread, next
