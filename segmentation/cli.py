@@ -141,6 +141,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_assign(args: argparse.Namespace) -> int:
     from .job import assign_file
 
+    if args.score:
+        from .response import score_file
+
+        rows = score_file(args.model, args.input, args.out)
+        print(
+            f"{args.input} -> {args.out}: {rows['rows']:,} rows = {rows['scored']:,} scored + {rows['set_aside']:,} set aside"
+        )
+        return 0
     summary = assign_file(args.model, args.input, args.out, table=args.table, sep=args.sep)
     print(summary.to_string())
     print(f"\nAssignments: {args.out}")
@@ -303,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--table", default=None, help="table name recorded in the output (default: file stem)"
     )
     assign.add_argument("--sep", default=";", help="CSV delimiter (default: %(default)r)")
+    assign.add_argument(
+        "--score", action="store_true", help="rank by predicted response (needs model/response)"
+    )
     assign.set_defaults(func=cmd_assign)
 
     report = command(

@@ -3,6 +3,11 @@
 For each segment (``insufficient_data`` included) the customer/population share ratio gets a Katz
 log-normal 95% confidence interval and a two-sided two-proportion z-test; a segment is flagged ``over`` or
 ``under`` represented when the test rejects at 5% after a Bonferroni correction over the segments.
+
+With a mail-out that carries its responses, each segment also gets its response rate with a Wilson 95%
+interval (``compare_response``; Wilson, not the normal approximation, because rates near 1% in segments of
+a few hundred rows put the normal interval below zero), and a chi-square test that the rates differ
+(``response_rate_test``).
 """
 
 from __future__ import annotations
@@ -64,3 +69,69 @@ def compare_proportions(
         },
         columns=COLUMNS,
     )
+
+
+RESPONSE_COLUMNS = [
+    "mailout_count",
+    "mailout_responses",
+    "response_rate",
+    "response_ci_low",
+    "response_ci_high",
+]
+
+
+def wilson_interval(successes, trials, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion, elementwise; NaN where ``trials`` is 0."""
+    successes = np.asarray(successes, dtype="float64")
+    trials = np.asarray(trials, dtype="float64")
+    z = stats.norm.ppf(0.5 + confidence / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = successes / trials
+        denominator = 1 + z**2 / trials
+        centre = (rate + z**2 / (2 * trials)) / denominator
+        half = z / denominator * np.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2))
+    # Clipped: at 0 or n successes the bound is exactly 0 or 1, up to rounding (-1e-18).
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def compare_response(segments: pd.Series, responses: pd.Series, order: list[str]) -> pd.DataFrame:
+    """Mail-out rows' segments and 0/1 responses (aligned) -> per segment of ``order``: rows, responses,
+    rate and its Wilson 95% interval (columns ``RESPONSE_COLUMNS``, indexed by segment)."""
+    frame = pd.DataFrame({"segment": np.asarray(segments, dtype=str), "response": np.asarray(responses)})
+    grouped = frame.groupby("segment")["response"]
+    count = grouped.size().reindex(order, fill_value=0).astype("int64")
+    positive = grouped.sum().reindex(order, fill_value=0).astype("int64")
+    low, high = wilson_interval(positive, count)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = positive / count
+    return pd.DataFrame(
+        {
+            "mailout_count": count,
+            "mailout_responses": positive,
+            "response_rate": rate.astype("float64"),
+            "response_ci_low": low,
+            "response_ci_high": high,
+        },
+        index=pd.Index(order, name="segment"),
+    )[RESPONSE_COLUMNS]
+
+
+def response_rate_test(response: pd.DataFrame, exclude: tuple[str, ...] = ()) -> dict:
+    """Pearson chi-square test of independence between segment and response over the segments with rows
+    (``exclude``: segments left out, e.g. insufficient_data). Returns statistic, dof, p_value and the
+    smallest expected count (below 5 the approximation is rough)."""
+    kept = response[(response["mailout_count"] > 0) & ~response.index.isin(exclude)]
+    table = np.column_stack(
+        [kept["mailout_responses"], kept["mailout_count"] - kept["mailout_responses"]]
+    ).astype("float64")
+    if len(kept) < 2 or (table.sum(axis=0) == 0).any():
+        return {"test": "chi-square", "statistic": None, "dof": None, "p_value": None, "min_expected": None}
+    statistic, p_value, dof, expected = stats.chi2_contingency(table, correction=False)
+    return {
+        "test": "chi-square",
+        "statistic": float(statistic),
+        "dof": int(dof),
+        "p_value": float(p_value),
+        "min_expected": float(expected.min()),
+        "segments": kept.index.tolist(),
+    }

@@ -577,6 +577,7 @@ def _run_stages(
         counts = {name: computed[name]["counts"].reindex(segments, fill_value=0) for name in tables}
         proportions = compare_proportions(counts["population"], counts["customers"], segments)
         folder.write_csv("proportions.csv", proportions)
+    response = _response_stage(config, prepared, proportions, folder, session)
     with session.stage("describe"):
         centres_scaled = model.pca.inverse_transform(model.kmeans.cluster_centers_)
         profiles = segment_profiles(
@@ -627,7 +628,28 @@ def _run_stages(
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
         "ignored_columns": {name: table.ignored_columns for name, table in tables.items()},
         "duplicate_ids": {name: first_pass[name]["duplicate_ids"] for name in tables},
+        "response": response,
     }
+
+
+def _response_stage(
+    config: JobConfig, prepared: Prepared, proportions, folder: RunFolder, session
+) -> dict | None:
+    """With a ``mailout_train``: response per segment (rewriting proportions.csv with its columns), the response
+    model and the scores (``segmentation.response``); the run.json ``response`` section, None without one."""
+    if "mailout_train" not in prepared.tables:
+        return None
+    from .response import SCORED_TABLES, run_response
+
+    with session.stage("response"):
+        blocks = {name: prepared.blocks[name].load() for name in SCORED_TABLES if name in prepared.blocks}
+        paths = prepared.tables["mailout_train"].paths
+        storage = session.profile.storage_options
+        proportions, response = run_response(
+            prepared.model, blocks, paths, proportions, folder, storage, config.seed
+        )
+        folder.write_csv("proportions.csv", proportions)
+    return response
 
 
 def _pca_table(pca) -> pd.DataFrame:

@@ -1166,6 +1166,7 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         _shares_table(proportions),
         Heading("Recommendations"),
         *[Paragraph(p) for p in recommendations(proportions, row_missing)],
+        *_response_section(proportions, run.get("response")),
         Heading("Segment profiles"),
         FigureBlock("segment_profiles", figure_segment_profiles(profiles, proportions, top_attributes)),
     ]
@@ -1207,6 +1208,41 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         *_run_facts(run, files.name),
     ]
     return blocks
+
+
+def _response_section(proportions: pd.DataFrame, response: dict | None) -> list[Block]:
+    """Response rate per segment next to its lift, and the response model's files (runs with a mail-out)."""
+    if not response or "response_rate" not in proportions.columns:
+        return []
+    test = response["rate_test"]
+    text = (
+        f"Mail-out responses by segment (Wilson 95% intervals); chi-square p = {test['p_value']:.2g}."
+        if test["p_value"] is not None
+        else "Mail-out responses by segment (Wilson 95% intervals)."
+    )
+    cv = response.get("cross_validation")
+    if cv:
+        text += (
+            f" Response model, 5-fold ROC AUC {cv['model']['roc_auc']['mean']:.3f} "
+            f"(± {cv['model']['roc_auc']['std']:.3f}; segment rate alone {cv['segment_rate']['roc_auc']['mean']:.3f},"
+            f" lift alone {cv['segment_lift']['roc_auc']['mean']:.3f})."
+        )
+    files = ", ".join((response.get("files") or {}).values())
+    rows = [
+        [str(r.segment), format_ratio(r.ratio), f"{r.mailout_count:,}", f"{r.mailout_responses:,}",
+         f"{r.response_rate:.2%} ({r.response_ci_low:.2%}-{r.response_ci_high:.2%})" if r.mailout_count else "-"]
+        for r in proportions.itertuples()
+    ]  # fmt: skip
+    header = ["segment", "lift", "mail-out rows", "responses", "response rate (95% CI)"]
+    return [
+        Heading("Who responds"),
+        Paragraph(
+            text
+            + (f" Files: {files}." if files else "")
+            + (f" {response['warning']}." if "warning" in response else "")
+        ),
+        Table(header, rows, "response", [False, True, True, True, True]),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------- HTML

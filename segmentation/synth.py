@@ -29,9 +29,16 @@ Model (one draw per row):
   as in the real file), so that pandas' default low-memory read sees it in some 2,048-row chunks and not in
   others and warns about mixed types exactly as it does on the real file.
 - Customers over-represent some segments (about 2-3x) and under-represent others (0.2x), the rest at 1x;
-  mail-outs draw from the average of both mixes. The mail-out train target (the ``extra`` column of
-  ``mailout_train``) is positive (its last code) with a segment rate proportional to the customer ratio,
-  1.24% overall. Customer extras are drawn from segment-specific probabilities over their codes.
+  mail-outs draw from the average of both mixes. Customer extras are drawn from segment-specific
+  probabilities over their codes.
+- Response (the ``extra`` column of ``mailout_train``, positive = its last code): every mail-out row (test
+  rows too, in the truth only) responds with probability ``logistic(a[k] + sum_i b_i x_i)`` over
+  ``RESPONSE_ATTRIBUTES`` seeded ordinal columns (the least-missing ones, from distinct information levels):
+  ``x_i = 2 * position / (n_codes - 1) - 1`` of the written valid code, 0 where the cell is empty or unknown,
+  so the probability is a function of the segment and of what the file shows. ``a[k]`` is solved exactly
+  (the chosen columns are independent given the segment) so that segment k's expected rate is proportional
+  to its customer ratio, 1.24% overall. ``truth/mailout_*.csv`` hold each row's draw and probability; the
+  AUC of that probability (the Bayes limit of any model) is in ``planted.json`` (``response``).
 
 ``SEGMENT_SEPARATION = 0.3`` was tuned with the plain scikit-learn pipeline (unknown codes -> NaN, drop
 columns over 30% and rows over 50% missing, codes as numbers, median impute, StandardScaler, PCA to 90%
@@ -62,7 +69,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import expit, ndtr, ndtri
+from scipy.stats import rankdata
 
 from segmentation.schema import Attribute, Schema, load_schema
 
@@ -73,12 +81,17 @@ SEGMENT_SEPARATION = 0.3
 BLOCK_ROWS = 5_000
 REAL_MAILOUT_TEST_PER_TRAIN = 42_833 / 42_962
 RESPONSE_RATE = 0.0124  # 532 of 42,962 in the real mail-out
+RESPONSE_ATTRIBUTES = 3  # ordinal columns with an individual (logistic) effect on the response
+RESPONSE_EFFECT = (0.8, 1.2)  # |coefficient| per column, on its -1..1 code scale
+PROBABILITY_DECIMALS = 8  # the planted probability is rounded so the truth file holds it exactly
 UNDER_RATIO = 0.2
 SENTINEL_RATE = 0.0004  # 373 of 891,221 rows carry X / XX in the real population file
 DEFAULT_UNKNOWN_RATE = (0.01, 0.03)
 DATE_RANGE = (date(1992, 1, 1), date(2017, 12, 31))
 DATE_TIME = "00:00:00"  # the real timestamps all fall at midnight
 _MODEL_KEY = 1_000  # spawn key of the model parameters, apart from the tables' 0..3
+_RESPONSE_KEY = 1_001  # spawn key of the response effects (apart, so the other columns keep their draws)
+MAILOUT_TABLES = ("mailout_train", "mailout_test")
 _PROFILE_SHARED = 0.5  # share of a segment profile's variance common to the column's information level
 # Loadings of a column on its level's and its (level, prefix) pair's factor (random sign per column).
 LEVEL_LOADING = (0.05, 0.15)
@@ -115,7 +128,10 @@ class _Model:
     columns: list[_Column]
     column_index: dict[str, int]
     weights: dict[str, np.ndarray]  # segment weights per table
-    response_rates: np.ndarray
+    response_rates: np.ndarray  # (K,) expected response rate per segment
+    response_columns: np.ndarray  # model column indices of the response's individual attributes
+    response_coefficients: np.ndarray  # their logistic coefficients
+    response_intercepts: np.ndarray  # (K,) solved so each segment's expected rate is response_rates[k]
     shifts: np.ndarray  # (K, n_columns) latent mean per segment (zero for choice columns)
     level_group: np.ndarray  # (n_columns,) index of the level factor
     pair_group: np.ndarray  # (n_columns,) index of the (level, prefix) factor
@@ -328,7 +344,68 @@ def _build_model(
         mostly_empty_share=mostly_empty,
         sizes=dict(sizes),
         id_ranges=id_ranges,
+        **_plant_response(seed, attributes, columns, shifts, nested, sparse, response),
     )
+
+
+def _plant_response(
+    seed: int,
+    attributes: list[Attribute],
+    columns: list[_Column],
+    shifts: np.ndarray,
+    nested: dict[str, np.ndarray],
+    sparse: dict[str, np.ndarray],
+    rates: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Choose the response's individual attributes and coefficients; solve the segment intercepts."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_RESPONSE_KEY,)))
+    table = "mailout_train"
+    candidates = [
+        j
+        for j, a in enumerate(attributes)
+        if columns[j].mode == "latent" and a.kind == "ordinal" and all(a.in_table(t) for t in MAILOUT_TABLES)
+    ]
+    present = {j: (1 - nested[table][j]) * (1 - sparse[table][j]) for j in candidates}
+    tiebreak = rng.random(len(candidates))
+    ordered = [
+        j for _, _, j in sorted(zip([-present[j] for j in candidates], tiebreak, candidates, strict=False))
+    ]
+    chosen: list[int] = []
+    levels: set[str] = set()
+    for j in ordered:  # distinct information levels: independent given the segment, so a[k] is exact
+        level = attributes[j].information_level or _prefix(attributes[j].name)
+        if level not in levels and len(chosen) < RESPONSE_ATTRIBUTES:
+            chosen.append(j)
+            levels.add(level)
+    coefficients = rng.choice([-1.0, 1.0], len(chosen)) * rng.uniform(*RESPONSE_EFFECT, len(chosen))
+    # Per column and segment: the distribution of x over its valid positions, plus x = 0 (empty/unknown).
+    linear = np.zeros((len(rates), 1))
+    weight = np.ones((len(rates), 1))
+    for j, b in zip(chosen, coefficients, strict=True):
+        column = columns[j]
+        edges = np.concatenate([[-np.inf], column.thresholds, [np.inf]])
+        cut = ndtr(edges[None, :] - shifts[:, j][:, None])
+        valid = 1 - column.unknown_rate * (column.n_unknown > 0) - SENTINEL_RATE * (column.sentinel >= 0)
+        share = present[j] * valid * np.diff(cut, axis=1)
+        probability = np.concatenate([share, 1 - share.sum(axis=1, keepdims=True)], axis=1)
+        x = np.append(_code_scale(column.n_valid), 0.0) * b
+        linear = (linear[:, :, None] + x[None, None, :]).reshape(len(rates), -1)
+        weight = (weight[:, :, None] * probability[:, None, :]).reshape(len(rates), -1)
+    low, high = np.full(len(rates), -30.0), np.full(len(rates), 10.0)
+    for _ in range(100):  # bisection: the expected rate is increasing in the intercept
+        middle = (low + high) / 2
+        expected = np.sum(weight * expit(middle[:, None] + linear), axis=1)
+        low, high = np.where(expected < rates, middle, low), np.where(expected < rates, high, middle)
+    return {
+        "response_columns": np.array(chosen, dtype=np.intp),
+        "response_coefficients": coefficients,
+        "response_intercepts": (low + high) / 2,
+    }
+
+
+def _code_scale(n_valid: int) -> np.ndarray:
+    """Positions 0..n_valid-1 of an ordinal's valid codes -> -1..1."""
+    return 2 * np.arange(n_valid) / max(n_valid - 1, 1) - 1
 
 
 def _coprime_multiplier(size: int, rng: np.random.Generator) -> int:
@@ -344,8 +421,11 @@ def _coprime_multiplier(size: int, rng: np.random.Generator) -> int:
 # --------------------------------------------------------------------------------------------- drawing
 
 
-def _draw_block(model: _Model, table: str, block: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``n`` rows of ``table``: (segments (n,), value indices (n_columns, n) int32, column-major)."""
+def _draw_block(
+    model: _Model, table: str, block: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Draw ``n`` rows of ``table``: segments (n,), value indices (n_columns, n) int32 (column-major), and
+    the planted response probability and draw (n,) (written only for the mail-outs)."""
     rng = np.random.default_rng(np.random.SeedSequence(model.seed, spawn_key=(TABLES.index(table), block)))
     cumulative_weights = np.cumsum(model.weights[table])
     segment = np.minimum(np.searchsorted(cumulative_weights, rng.random(n), side="right"), model.segments - 1)
@@ -369,8 +449,6 @@ def _draw_block(model: _Model, table: str, block: int, n: int) -> tuple[np.ndarr
         elif column.mode == "choice":
             uniform = ndtr(score[j])
             index[j] = (uniform[:, None] > column.cumulative[segment, :-1]).sum(axis=1)
-        else:
-            index[j] = (response_draw < model.response_rates[segment]) * (column.n_valid - 1)
     for row, j in enumerate(model.unknown_columns):
         column = model.columns[j]
         if column.n_unknown:
@@ -383,7 +461,22 @@ def _draw_block(model: _Model, table: str, block: int, n: int) -> tuple[np.ndarr
     empty = coverage < model.nested_share[table][:, None]
     empty |= sparse_uniform[model.prefix_group] < model.sparse_share[table][:, None]
     np.copyto(index, model.empty_index[:, None], where=empty)
-    return segment, index
+    probability = response_probability(model, segment, index)
+    response = response_draw < probability
+    for j, column in enumerate(model.columns):
+        if column.mode == "response":
+            index[j] = response * (column.n_valid - 1)
+    return segment, index, probability, response
+
+
+def response_probability(model: _Model, segment: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """The planted response probability of rows drawn in ``segment`` with value indices ``index``."""
+    linear = model.response_intercepts[segment].copy()
+    for j, b in zip(model.response_columns, model.response_coefficients, strict=True):
+        n_valid = model.columns[j].n_valid
+        x = np.append(_code_scale(n_valid), np.zeros(len(model.columns[j].values) + 1 - n_valid))
+        linear += b * x[index[j]]
+    return np.round(expit(linear), PROBABILITY_DECIMALS)
 
 
 def _ids(model: _Model, table: str, start: int, n: int) -> np.ndarray:
@@ -460,6 +553,16 @@ def _render_truth(ids: np.ndarray, segment: np.ndarray) -> bytes:
     return matrix[matrix != 0].tobytes()
 
 
+def _render_response_truth(
+    ids: np.ndarray, segment: np.ndarray, response: np.ndarray, probability: np.ndarray
+) -> bytes:
+    """Mail-out truth rows ``id;segment;response;probability`` (mail-outs are small: plain formatting)."""
+    rows = zip(
+        ids.tolist(), segment.tolist(), response.astype(int).tolist(), probability.tolist(), strict=True
+    )
+    return "".join(f"{i};{k};{r};{p:.{PROBABILITY_DECIMALS}f}\n" for i, k, r, p in rows).encode()
+
+
 _WORKER_MODEL: _Model | None = None
 _WORKER_RENDERERS: dict[str, _Renderer] = {}
 
@@ -470,8 +573,9 @@ def _init_worker(model: _Model | None) -> None:
     _WORKER_RENDERERS.clear()
 
 
-def _run_chunk(task: tuple[str, int, int]) -> tuple[str, bytes, bytes, np.ndarray]:
-    """Draw and format ``count`` blocks of a table from ``first``; returns (table, csv, truth, counts)."""
+def _run_chunk(task: tuple[str, int, int]) -> tuple[str, bytes, bytes, np.ndarray, np.ndarray]:
+    """Draw and format ``count`` blocks of a table from ``first``; returns (table, csv, truth, counts,
+    responses), ``responses`` being (2, rows) of planted (draw, probability) for mail-outs, else empty."""
     table, first, count = task
     model = _WORKER_MODEL
     assert model is not None, "worker used before _init_worker"
@@ -481,15 +585,20 @@ def _run_chunk(task: tuple[str, int, int]) -> tuple[str, bytes, bytes, np.ndarra
     size = model.sizes[table]
     data, truth = [], []
     counts = np.zeros(model.segments, dtype=np.int64)
+    responses = [np.empty((2, 0))]
     for block in range(first, first + count):
         start = block * BLOCK_ROWS
         n = min(BLOCK_ROWS, size - start)
-        segment, index = _draw_block(model, table, block, n)
+        segment, index, probability, response = _draw_block(model, table, block, n)
         ids = _ids(model, table, start, n)
         data.append(renderer.render(ids, index))
-        truth.append(_render_truth(ids, segment))
+        if table in MAILOUT_TABLES:
+            truth.append(_render_response_truth(ids, segment, response, probability))
+            responses.append(np.stack([response.astype(float), probability]))
+        else:
+            truth.append(_render_truth(ids, segment))
         counts += np.bincount(segment, minlength=model.segments)
-    return table, b"".join(data), b"".join(truth), counts
+    return table, b"".join(data), b"".join(truth), counts, np.concatenate(responses, axis=1)
 
 
 # ------------------------------------------------------------------------------------------------ API
@@ -573,17 +682,23 @@ def generate(
     handles: dict[Path, Any] = {}
     seconds: dict[str, float] = {}
     counts = {t: np.zeros(segments, dtype=np.int64) for t in TABLES}
+    responses: dict[str, list[np.ndarray]] = {t: [] for t in MAILOUT_TABLES}
     try:
         for table in TABLES:
             handles[paths[table]] = open(temporary[paths[table]], "wb")  # noqa: SIM115 - closed below
             handles[paths[table]].write((";".join(model.schema_columns[table]) + "\n").encode())
             handles[truth_paths[table]] = open(temporary[truth_paths[table]], "wb")  # noqa: SIM115
-            handles[truth_paths[table]].write(f"{model.id_name};segment\n".encode())
+            header = "segment;response;probability" if table in MAILOUT_TABLES else "segment"
+            handles[truth_paths[table]].write(f"{model.id_name};{header}\n".encode())
         table_started = time.perf_counter()
-        for position, (table, data, truth, chunk_counts) in enumerate(_results(model, tasks, processes)):
+        for position, (table, data, truth, chunk_counts, drawn) in enumerate(
+            _results(model, tasks, processes)
+        ):
             handles[paths[table]].write(data)
             handles[truth_paths[table]].write(truth)
             counts[table] += chunk_counts
+            if table in responses:
+                responses[table].append(drawn)
             if position == last_task[table]:
                 seconds[table] = time.perf_counter() - table_started
                 table_started = time.perf_counter()
@@ -599,7 +714,8 @@ def generate(
                 temporary[path].unlink()
 
     planted_path = out / "truth" / "planted.json"
-    _write_json(planted_path, _planted(model, counts))
+    drawn = {t: np.concatenate([np.empty((2, 0)), *responses[t]], axis=1) for t in MAILOUT_TABLES}
+    _write_json(planted_path, _planted(model, counts, drawn))
     seconds["total"] = time.perf_counter() - started
     return {
         "out_dir": str(out),
@@ -629,7 +745,7 @@ def _results(model: _Model, tasks: list[tuple[str, int, int]], processes: int):
         yield from pool.imap(_run_chunk, tasks, chunksize=1)
 
 
-def _planted(model: _Model, counts: dict[str, np.ndarray]) -> dict[str, Any]:
+def _planted(model: _Model, counts: dict[str, np.ndarray], drawn: dict[str, np.ndarray]) -> dict[str, Any]:
     ratio = model.weights["customers"] / model.weights["population"]
     representation = ["over" if r > 1 + 1e-9 else "under" if r < 1 - 1e-9 else "similar" for r in ratio]
     mailout = model.weights["mailout_train"]
@@ -651,7 +767,67 @@ def _planted(model: _Model, counts: dict[str, np.ndarray]) -> dict[str, Any]:
         "response_rate": round(float(np.sum(mailout * model.response_rates)), 6),
         "mostly_empty_share": {t: model.mostly_empty_share[t] for t in TABLES},
         "realised_counts": {t: counts[t].tolist() for t in TABLES},
+        "response": _planted_response(model, drawn),
     }
+
+
+def _planted_response(model: _Model, drawn: dict[str, np.ndarray]) -> dict[str, Any]:
+    """How the response was planted, and the realised rate and Bayes-limit AUCs per mail-out table."""
+    mailout = model.weights["mailout_train"]
+    realised = {}
+    for table, (response, probability) in drawn.items():
+        positives = int(response.sum())
+        realised[table] = {
+            "rows": len(response),
+            "responses": positives,
+            "rate": round(positives / len(response), 6) if len(response) else None,
+            "bayes_roc_auc": _roc_auc(response, probability),
+            "bayes_pr_auc": _average_precision(response, probability),
+        }
+    return {
+        "link": "logistic",
+        "rate": round(float(np.sum(mailout * model.response_rates)), 6),
+        "rate_by_segment": model.response_rates.round(6).tolist(),
+        "segment_effect": "expected rate proportional to customer_population_ratio",
+        "intercept_by_segment": model.response_intercepts.round(6).tolist(),
+        "attributes": [
+            {
+                "name": model.columns[j].name,
+                "coefficient": round(float(b), 6),
+                "codes": model.columns[j].n_valid,
+            }
+            for j, b in zip(model.response_columns, model.response_coefficients, strict=True)
+        ],
+        "attribute_scale": "2 * position / (codes - 1) - 1 of the valid code; 0 where empty or unknown",
+        "truth_files": {t: f"truth/{t}.csv" for t in MAILOUT_TABLES},
+        "realised": realised,
+    }
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC AUC (ties count half) by the rank-sum formula; None without both classes."""
+    positives = int(labels.sum())
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
+    ranks = rankdata(scores)
+    return round(
+        float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives)), 6
+    )
+
+
+def _average_precision(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Average precision (scikit-learn's definition: one threshold per distinct score); None without positives."""
+    positives = int(labels.sum())
+    if not positives:
+        return None
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(sorted_scores)), len(scores) - 1]  # last row of each distinct score
+    true_positives = np.cumsum(sorted_labels)[last]
+    precision = true_positives / (last + 1)
+    recall_gain = np.diff(np.r_[0.0, true_positives]) / positives
+    return round(float(np.sum(recall_gain * precision)), 6)
 
 
 def _write_json(path: Path, payload: dict) -> None:

@@ -1,7 +1,9 @@
 """Ranked target lists: rows of the population (and mail-out) tables ordered by their segment's lift.
 
 A segment's lift is its customer/population ratio from ``proportions.csv``: a row in a segment with
-lift 2.2 belongs to a group that holds 2.2 times as many customers as its size suggests.
+lift 2.2 belongs to a group that holds 2.2 times as many customers as its size suggests. When the run has
+a response model (``response_scores/``, see ``segmentation.response``), rows are ranked by their predicted
+response instead, ties broken by lift, then LNR, and the list gains a ``probability`` column.
 
 Accounting: every row of the requested tables whose segment is ``"0"`` .. ``"k-1"`` appears exactly
 once. Rows in ``insufficient_data`` are left out (and counted in the log): their ratio says how often
@@ -36,6 +38,7 @@ TARGETS_NAME = "targets.parquet"
 TOP_NAME = "targets_top.csv"
 TARGET_TABLES = ("population", "mailout_train", "mailout_test")
 COLUMNS = ["LNR", "table", "segment", "lift"]
+SCORES_DIR = "response_scores"  # segmentation.response.SCORES_DIR (not imported: it pulls in the model)
 
 
 def segment_lift(proportions: pd.DataFrame) -> pd.Series:
@@ -49,14 +52,17 @@ def segment_lift(proportions: pd.DataFrame) -> pd.Series:
 def rank_targets(
     assignments: dd.DataFrame, lift: Mapping[str, float], tables: Iterable[str] = TARGET_TABLES
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """Rows of ``tables`` with their segment's lift, ranked by lift (descending), then LNR, then table.
+    """Rows of ``tables`` with their segment's lift, ranked by lift (descending), then LNR, then table; when
+    ``assignments`` has a ``probability`` column (predicted response), by it first (descending).
 
-    Returns the ranked frame (columns LNR, table, segment, lift; index 0..n-1) and the number of
-    insufficient_data rows left out per table. Raises ValueError for a segment with no lift or a row
-    listed twice.
+    Returns the ranked frame (columns LNR, table, segment, lift[, probability]; index 0..n-1) and the
+    number of insufficient_data rows left out per table. Raises ValueError for a segment with no lift or a
+    row listed twice.
     """
     tables, lift = list(tables), dict(lift)
-    rows = assignments[assignments["table"].isin(tables)][["LNR", "table", "segment"]]
+    scored = "probability" in assignments.columns
+    columns = ["LNR", "table", "segment", *(["probability"] if scored else [])]
+    rows = assignments[assignments["table"].isin(tables)][columns]
     rows = rows.astype({"table": pd.StringDtype("pyarrow"), "segment": pd.StringDtype("pyarrow")})
     set_aside = rows["segment"] == INSUFFICIENT
     kept, left_out = dask.compute(rows[~set_aside], set_aside.groupby(rows["table"]).sum())
@@ -69,8 +75,9 @@ def rank_targets(
         twice = kept.loc[kept.duplicated(["table", "LNR"]), ["table", "LNR"]].head(3).to_dict("records")
         raise ValueError(f"assignments list some rows more than once, e.g. {twice}")
     kept = kept.assign(lift=kept["segment"].map(lift).astype("float64"))
-    ranked = kept.sort_values(["lift", "LNR", "table"], ascending=[False, True, True], kind="stable")
-    return ranked[COLUMNS].reset_index(drop=True), left_out.astype("int64")
+    keys = ["probability"] * scored + ["lift", "LNR", "table"]
+    ranked = kept.sort_values(keys, ascending=[False] * scored + [False, True, True], kind="stable")
+    return ranked[COLUMNS + ["probability"] * scored].reset_index(drop=True), left_out.astype("int64")
 
 
 def write_targets(
@@ -81,7 +88,8 @@ def write_targets(
 
     Parameters
     ----------
-    run_dir : a finished run folder (docs/run-folder.md): reads proportions.csv and assignments/.
+    run_dir : a finished run folder (docs/run-folder.md): reads proportions.csv and assignments/, or
+        response_scores/ when the run has a response model (then rows are ranked by predicted response).
     top_n : int, default 1000. Rows in targets_top.csv (fewer if fewer rows are ranked).
     tables : tables to rank, default population, mailout_train, mailout_test; absent ones are skipped.
 
@@ -92,8 +100,11 @@ def write_targets(
     started = time.perf_counter()
     proportions = pd.read_csv(run_dir / "proportions.csv", dtype={"segment": str})
     tables = list(tables)
+    scored = (run_dir / SCORES_DIR).exists()
     assignments = dd.read_parquet(
-        str(run_dir / "assignments"), columns=["LNR", "table", "segment"], filters=[("table", "in", tables)]
+        str(run_dir / (SCORES_DIR if scored else "assignments")),
+        columns=["LNR", "table", "segment", *(["probability"] if scored else [])],
+        filters=[("table", "in", tables)],
     )
     ranked, left_out = rank_targets(assignments, segment_lift(proportions), tables)
     parquet_path, csv_path = run_dir / TARGETS_NAME, run_dir / TOP_NAME

@@ -2,7 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segmentation.compare import COLUMNS, compare_proportions
+from segmentation.compare import (
+    COLUMNS,
+    RESPONSE_COLUMNS,
+    compare_proportions,
+    compare_response,
+    response_rate_test,
+    wilson_interval,
+)
 
 SEGMENTS = ["0", "1", "2", "insufficient_data"]
 
@@ -44,3 +51,52 @@ def test_p_value_matches_two_proportion_z_test():
 def test_empty_table_is_an_error():
     with pytest.raises(ValueError, match="at least one row"):
         compare_proportions(pd.Series({"0": 5}), pd.Series({"0": 0}), ["0"])
+
+
+def test_wilson_interval_matches_a_hand_computation():
+    # 5 of 400, by hand: z^2 = 3.841459, 1 + z^2/400 = 1.0096036, centre = (0.0125 + 0.0048018) / 1.0096036
+    # = 0.0171372, half = 1.959964 * sqrt(3.0859375e-5 + 6.00228e-6) / 1.0096036 = 0.0117865.
+    low, high = wilson_interval([5], [400])
+    assert low[0] == pytest.approx(0.0053507, abs=1e-6) and high[0] == pytest.approx(0.0289237, abs=1e-6)
+    # statsmodels' proportion_confint(k, n, method="wilson"), formula written out.
+    k, n, z = np.array([0, 3, 50]), np.array([120, 250, 60]), 1.959963984540054
+    p = k / n
+    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    low, high = wilson_interval(k, n)
+    np.testing.assert_allclose(low, centre - half, rtol=1e-12)
+    np.testing.assert_allclose(high, centre + half, rtol=1e-12)
+    assert (
+        low[0] == pytest.approx(0.0, abs=1e-15) and 0 < high[0] < 0.04
+    )  # no responses: still an upper bound
+    assert np.isnan(wilson_interval([0], [0])[0][0])
+
+
+def test_response_by_segment_counts_rates_and_intervals():
+    segments = pd.Series(["0"] * 200 + ["1"] * 300 + ["insufficient_data"] * 10)
+    responses = pd.Series([1] * 10 + [0] * 190 + [1] * 3 + [0] * 297 + [0] * 10)
+    table = compare_response(segments, responses, SEGMENTS)
+    assert list(table.columns) == RESPONSE_COLUMNS and table.index.tolist() == SEGMENTS
+    assert table["mailout_count"].tolist() == [200, 300, 0, 10]
+    assert table["mailout_responses"].tolist() == [10, 3, 0, 0]
+    np.testing.assert_allclose(table["response_rate"].iloc[:2], [0.05, 0.01])
+    assert np.isnan(table.loc["2", "response_rate"])  # a segment with no mail-out rows has no rate
+    inside = (table["response_ci_low"] <= table["response_rate"]) & (
+        table["response_rate"] <= table["response_ci_high"]
+    )
+    assert inside.iloc[[0, 1, 3]].all()
+
+
+def test_response_rate_test_against_scipy_and_with_no_difference():
+    from scipy import stats
+
+    segments = pd.Series(["0"] * 200 + ["1"] * 300)
+    responses = pd.Series([1] * 10 + [0] * 190 + [1] * 3 + [0] * 297)
+    result = response_rate_test(compare_response(segments, responses, ["0", "1"]))
+    z = (0.05 - 0.01) / np.sqrt(13 / 500 * (1 - 13 / 500) * (1 / 200 + 1 / 300))
+    assert result["statistic"] == pytest.approx(z**2) and result["dof"] == 1
+    assert result["p_value"] == pytest.approx(2 * stats.norm.sf(z)) and result["p_value"] < 0.01
+    same = compare_response(pd.Series(["0"] * 100 + ["1"] * 100), pd.Series(([1] + [0] * 49) * 4), ["0", "1"])
+    assert response_rate_test(same)["p_value"] == pytest.approx(1.0)
+    nothing = compare_response(pd.Series(["0", "1"]), pd.Series([0, 0]), ["0", "1"])
+    assert response_rate_test(nothing)["p_value"] is None  # no responses at all: nothing to test

@@ -174,7 +174,8 @@ def test_truth_aligns_with_ids(generated, raw_tables):
     planted = json.loads((out / "truth" / "planted.json").read_text())
     for table in TABLES:
         truth = pd.read_csv(out / "truth" / f"{table}.csv", sep=";")
-        assert list(truth.columns) == ["LNR", "segment"]
+        mailout = ["response", "probability"] if table.startswith("mailout") else []
+        assert list(truth.columns) == ["LNR", "segment", *mailout]
         assert (truth["LNR"].to_numpy() == raw_tables[table]["LNR"].astype(np.int64).to_numpy()).all()
         assert truth["segment"].between(0, planted["segments"] - 1).all()
         counts = np.bincount(truth["segment"], minlength=planted["segments"])
@@ -215,6 +216,75 @@ def test_extras_and_response(raw_tables, generated, schema):
     planted = json.loads((out / "truth" / "planted.json").read_text())
     assert planted["response_rate"] == pytest.approx(0.0124, abs=1e-4)
     assert response.sum() < 5 * 0.0124 * len(response)
+
+
+@pytest.fixture(scope="module")
+def mailout(tmp_path_factory, schema):
+    """Mail-outs of 10,000 rows each (about 120 responses each), next to a tiny population."""
+    out = tmp_path_factory.mktemp("synth_mailout")
+    generate(out, rows=300, customers_rows=100, mailout_rows=10_000, seed=SEED, schema=schema, processes=1)
+    planted = json.loads((out / "truth" / "planted.json").read_text())
+    return out, planted
+
+
+def test_planted_response_rate_follows_the_customer_ratio(mailout):
+    out, planted = mailout
+    response = planted["response"]
+    assert response["rate"] == pytest.approx(0.0124, abs=1e-6)
+    rates = np.array(response["rate_by_segment"])
+    ratio = np.array(planted["customer_population_ratio"])
+    np.testing.assert_allclose(rates / ratio, rates[0] / ratio[0], rtol=1e-4)
+    assert np.dot(planted["mailout_weights"], rates) == pytest.approx(0.0124, rel=1e-4)
+    truth = pd.concat([pd.read_csv(out / "truth" / f"{t}.csv", sep=";") for t in synth.MAILOUT_TABLES])
+    n = len(truth)
+    assert truth["response"].mean() == pytest.approx(0.0124, abs=4 * math.sqrt(0.0124 / n))
+    # The probability averages to the planted rate in each segment (its mean has a small sampling error).
+    by_segment = truth.groupby("segment")["probability"].mean().reindex(range(planted["segments"]))
+    counts = truth["segment"].value_counts().reindex(range(planted["segments"])).to_numpy()
+    np.testing.assert_array_less(np.abs(by_segment.to_numpy() - rates), 4 * rates / np.sqrt(counts) + 1e-4)
+    for table in synth.MAILOUT_TABLES:
+        realised = response["realised"][table]
+        table_truth = pd.read_csv(out / "truth" / f"{table}.csv", sep=";")
+        assert realised["rows"] == len(table_truth) and realised["responses"] == table_truth["response"].sum()
+
+
+def test_bayes_auc_in_planted_json_is_the_auc_of_the_truth_probability(mailout):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    out, planted = mailout
+    for table in synth.MAILOUT_TABLES:
+        truth = pd.read_csv(out / "truth" / f"{table}.csv", sep=";")
+        realised = planted["response"]["realised"][table]
+        auc = roc_auc_score(truth["response"], truth["probability"])
+        assert realised["bayes_roc_auc"] == pytest.approx(auc, abs=1e-6)
+        precision = average_precision_score(truth["response"], truth["probability"])
+        assert realised["bayes_pr_auc"] == pytest.approx(precision, abs=1e-6)
+        assert 0.7 < auc < 0.95  # individual attributes add to the segment: far from chance, far from certain
+    train = pd.read_csv(out / "mailout_train.csv", sep=";", usecols=["LNR", "RESPONSE"])
+    truth = pd.read_csv(out / "truth" / "mailout_train.csv", sep=";")
+    assert (train["LNR"] == truth["LNR"]).all() and (train["RESPONSE"] == truth["response"]).all()
+    assert "RESPONSE" not in pd.read_csv(out / "mailout_test.csv", sep=";", nrows=1).columns
+
+
+def test_response_probability_is_what_the_file_and_segment_show(mailout, schema):
+    """The logistic model of planted.json, applied to the written codes, gives the truth's probability."""
+    out, planted = mailout
+    response = planted["response"]
+    assert len(response["attributes"]) == synth.RESPONSE_ATTRIBUTES
+    names = [a["name"] for a in response["attributes"]]
+    levels = [schema[n].information_level or n.split("_")[0] for n in names]
+    assert len(set(levels)) == len(levels) and all(schema[n].kind == "ordinal" for n in names)
+    for table in synth.MAILOUT_TABLES:
+        frame = pd.read_csv(out / f"{table}.csv", sep=";", dtype=str, keep_default_na=False)
+        truth = pd.read_csv(out / "truth" / f"{table}.csv", sep=";")
+        linear = np.array(response["intercept_by_segment"])[truth["segment"]]
+        for attribute in response["attributes"]:
+            codes = list(schema[attribute["name"]].codes)
+            assert attribute["codes"] == len(codes)
+            position = frame[attribute["name"]].map(canonical_code).map({c: i for i, c in enumerate(codes)})
+            x = (2 * position / (len(codes) - 1) - 1).fillna(0.0)  # empty or unknown: 0
+            linear = linear + attribute["coefficient"] * x.to_numpy()
+        np.testing.assert_allclose(truth["probability"], 1 / (1 + np.exp(-linear)), atol=2e-6)
 
 
 def test_missingness_follows_the_documented_shares(raw_tables, schema):

@@ -157,3 +157,37 @@ def test_a_failed_write_leaves_neither_file(tmp_path, run_dir, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_targets(other)
     assert sorted(p.name for p in other.iterdir()) == ["assignments", "proportions.csv"]
+
+
+def test_ranked_by_predicted_response_then_lift_then_lnr():
+    rows = [
+        (5, "population", "1", 0.02),
+        (3, "mailout_train", "0", 0.02),
+        (4, "population", "1", 0.02),
+        (9, "population", "0", 0.01),
+        (7, "population", "insufficient_data", float("nan")),
+    ]
+    frame = dd.from_pandas(
+        pd.DataFrame(rows, columns=["LNR", "table", "segment", "probability"]), npartitions=2
+    )
+    ranked, left_out = rank_targets(frame, {"0": 2.0, "1": 0.5}, ["population", "mailout_train"])
+    assert list(ranked.columns) == ["LNR", "table", "segment", "lift", "probability"]
+    # 0.02 ties: segment 0 (lift 2.0) first, then LNR 4 before 5; the lower probability last, whatever its lift.
+    assert ranked["LNR"].tolist() == [3, 4, 5, 9]
+    assert left_out["population"] == 1
+
+
+def test_write_targets_uses_response_scores_when_present(tmp_path, run_dir, assignments):
+    other = tmp_path / "run"
+    other.mkdir()
+    (other / "proportions.csv").write_bytes((run_dir / "proportions.csv").read_bytes())
+    scores = assignments.assign(probability=(assignments["LNR"] % 97) / 970.0)
+    scores.loc[scores["segment"] == "insufficient_data", "probability"] = float("nan")
+    (other / "response_scores").mkdir()
+    scores.to_parquet(other / "response_scores" / "population-00000.parquet", index=False)
+    ranked = pd.read_parquet(write_targets(other)[0])
+    assert ranked["probability"].is_monotonic_decreasing
+    kept = scores[
+        (scores["segment"] != "insufficient_data") & scores["table"].isin(["population", "mailout_train"])
+    ]
+    assert len(ranked) == len(kept) and not ranked.duplicated(["table", "LNR"]).any()
