@@ -79,7 +79,7 @@ def _job_config(args: argparse.Namespace):
 def cmd_run(args: argparse.Namespace) -> int:
     from .job import run_job
 
-    result = run_job(_job_config(args))
+    result = run_job(_job_config(args), fresh=args.fresh)
     table = result.proportions.copy()
     for column in ("population_share", "customers_share"):
         table[column] = (100 * table[column]).map("{:.1f}%".format)
@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
         "segmentation run jobs/demo.yml --k 8 --out runs/demo",
     )
     _add_job_arguments(run)
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore (and replace) the checkpoints an earlier, unfinished run of the same job left",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = command(
