@@ -16,6 +16,7 @@ import json
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from typing import Any
 from fsspec.core import url_to_fs
 
 from . import __version__
-from .config import JobConfig
+from .config import ConfigError, JobConfig
 from .io import owner_is_gone, process_owner
 from .preflight import expand_paths, input_paths
 
@@ -76,6 +77,7 @@ class Checkpoints:
         self.fs, self._root_path = url_to_fs(self.root, **self.storage_options)
         self._path = posixpath.join(self._root_path, key) if self.remote else str(Path(self._root_path) / key)
         self._remove_dead_siblings()
+        self._refuse_if_in_use()
         if fresh:
             self.remove()
         self.fs.makedirs(self._path, exist_ok=True)
@@ -146,6 +148,22 @@ class Checkpoints:
             self.fs.rm(self._path, recursive=True)
         if not self.remote and Path(self._root_path).is_dir() and not any(Path(self._root_path).iterdir()):
             Path(self._root_path).rmdir()
+
+    def _refuse_if_in_use(self) -> None:
+        """Two live runs of one key on this host would write the same files: the second one stops."""
+        owner_file = self._file(OWNER)
+        if not self.fs.exists(owner_file):
+            return
+        owner = json.loads(self.fs.cat_file(owner_file))
+        if (
+            owner != process_owner()
+            and owner.get("host") == socket.gethostname()
+            and not owner_is_gone(owner)
+        ):
+            raise ConfigError(
+                f"{self.folder}: in use by another run of the same job and inputs (process {owner['pid']}); "
+                "wait for it to finish"
+            )
 
     def _remove_dead_siblings(self) -> None:
         if not self.fs.exists(self._root_path):

@@ -566,24 +566,19 @@ class RunFolder:
         return str(Path(parent) / f".{name}.work")
 
     def remove_dead_runs(self) -> list[str]:
-        """Remove the staging folders (``.NAME.tmp-*``, and ``-work`` folders of earlier versions) of runs
-        whose process is gone from this host; those of live processes, other hosts or no recorded owner
-        are left. Returns the folders removed."""
+        """Remove the staging folders (``.NAME.tmp-*``) of runs whose process is gone from this host; those
+        of live processes, of other hosts or without an owner file are left. Returns the folders removed."""
         parent, name = posixpath.split(self._target)
-        own = posixpath.basename(self._remote_tmp if self.remote else str(self.staging))
+        own = self._remote_tmp if self.remote else str(self.staging)
         removed = []
         for path in self.fs.glob(posixpath.join(parent, f".{name}.tmp-*")):
-            base = posixpath.basename(path.rstrip("/"))
-            staging = path.rstrip("/").removesuffix("-work")
-            if base.removesuffix("-work") == own or not self.fs.exists(f"{staging}/{OWNER_FILE}"):
+            path = path.rstrip("/")
+            owner = f"{path}/{OWNER_FILE}"
+            if posixpath.basename(path) == posixpath.basename(own) or not self.fs.exists(owner):
                 continue
-            if path != staging and not self.fs.exists(staging):
-                continue
-            if owner_is_gone(json.loads(self.fs.cat_file(f"{staging}/{OWNER_FILE}"))):
+            if owner_is_gone(json.loads(self.fs.cat_file(owner))):
+                self.fs.rm(path, recursive=True)
                 removed.append(path)
-        # Each staging folder's -work sibling first: the owner file is in the staging folder.
-        for path in sorted(removed, key=lambda p: not p.rstrip("/").endswith("-work")):
-            self.fs.rm(path, recursive=True)
         return removed
 
     def path(self, name: str) -> Path:

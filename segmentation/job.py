@@ -205,8 +205,8 @@ def run_job(config: JobConfig, fresh: bool = False) -> RunResult:
 
     Stages completed by an earlier run of the same inputs and configuration that crashed or was killed
     are taken from its checkpoints (``checkpoint.Checkpoints``), unless ``fresh``. The work folder is
-    removed when the run succeeds or its input or configuration is at fault; otherwise it stays for the
-    rerun."""
+    removed when the run succeeds, is interrupted, or its input or configuration is at fault; after a
+    crash or kill it stays for the rerun."""
     checked = preflight(config)  # before any cluster starts: paths, headers, profile, attributes
     schema, attributes_text = checked.schema, checked.attributes_text
     profile = checked.profile
@@ -216,7 +216,11 @@ def run_job(config: JobConfig, fresh: bool = False) -> RunResult:
     if config.work_dir:
         root = f"{config.work_dir.rstrip('/')}/{root.rstrip('/').rsplit('/', 1)[-1]}"
     key = checkpoint_key(config, attributes_text, profile.storage_options)
-    checkpoints = Checkpoints(root, key, profile.storage_options, fresh=fresh)
+    try:
+        checkpoints = Checkpoints(root, key, profile.storage_options, fresh=fresh)
+    except BaseException:
+        folder.abandon()
+        raise
     started = datetime.now(UTC)
     try:
         with open_cluster(profile) as session:
@@ -243,9 +247,11 @@ def run_job(config: JobConfig, fresh: bool = False) -> RunResult:
         proportions = pd.read_csv(folder.path("proportions.csv"), dtype={"segment": str})
         check_interrupt()
         output = folder.commit()
-    except (InputError, ConfigError):
+    except (InputError, ConfigError, KeyboardInterrupt):
+        # A rerun would fail the same way; an interrupt (Ctrl-C, SIGTERM) is a deliberate stop that
+        # promises nothing was written. Only a crash or a kill leaves the checkpoints for the rerun.
         folder.abandon()
-        checkpoints.remove()  # a rerun would fail the same way: nothing worth resuming
+        checkpoints.remove()
         raise
     except BaseException:
         folder.abandon()

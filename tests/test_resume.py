@@ -223,7 +223,6 @@ def test_staging_folders_of_dead_runs_are_removed_and_others_left(tmp_path):
     for name, owner in owners.items():
         (runs / name).mkdir(parents=True)
         (runs / name / OWNER_FILE).write_text(json.dumps(owner))
-    (runs / ".x.tmp-dead0001-work").mkdir()
     (runs / ".x.tmp-noowner1").mkdir()
     folder = RunFolder(runs / "x")
     folder.remove_dead_runs()
