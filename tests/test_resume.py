@@ -12,8 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import psutil
 import pytest
@@ -229,3 +231,16 @@ def test_staging_folders_of_dead_runs_are_removed_and_others_left(tmp_path):
     left = sorted(p.name for p in runs.iterdir())
     assert left == sorted([".x.tmp-live0001", ".x.tmp-away0001", ".x.tmp-noowner1", folder.staging.name])
     folder.abandon()
+
+
+def test_checkpoints_in_object_storage(tmp_path):
+    root = f"memory://work/{uuid.uuid4().hex}/.x.work"
+    checkpoints = Checkpoints(root, "key")
+    with checkpoints.writing("pca") as local:
+        np.save(local / "components.npy", np.arange(3.0))
+    checkpoints.mark("read", {"blocks": 2})
+    assert checkpoints.completed() == ["read"] and checkpoints.payload("read") == {"blocks": 2}
+    loaded = checkpoints.read("pca", lambda local: np.load(local / "components.npy"))
+    assert loaded.tolist() == [0.0, 1.0, 2.0]
+    checkpoints.remove()
+    assert not checkpoints.fs.exists(root.removeprefix("memory://") + "/key")
