@@ -161,6 +161,9 @@ def test_a_killed_run_resumes_after_its_last_completed_stage(
     )
     assert found["resumed"] == expected
     assert found["checkpoint_key"] == undisturbed["run"]["checkpoint_key"]
+    computed = sum(undisturbed["run"]["timings"][stage] for stage in expected)
+    loaded = sum(found["timings"][stage] for stage in expected)
+    print(f"stages {expected}: {loaded:.1f} s from checkpoints vs {computed:.1f} s computed")
     assert_same_results(runs / "x", undisturbed)
     assert_nothing_beside(runs)
 
