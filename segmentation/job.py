@@ -200,7 +200,7 @@ def _call(model: SegmentationModel, method: str, *args):
     return getattr(model, method)(*args)
 
 
-def run_job(config: JobConfig, fresh: bool = False) -> RunResult:
+def run_job(config: JobConfig, *, fresh: bool = False) -> RunResult:
     """Run the whole job; the run folder appears at ``config.output`` only when everything is written.
 
     Stages completed by an earlier run of the same inputs and configuration that crashed or was killed
