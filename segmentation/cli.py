@@ -89,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config, checked = _checked_job(args)
     from .job import run_job
 
-    result = run_job(config, checked)
+    result = run_job(config, checked, fresh=args.fresh)
     table = result.proportions.copy()
     for column in ("population_share", "customers_share"):
         table[column] = (100 * table[column]).map("{:.1f}%".format)
@@ -236,6 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         "segmentation run jobs/demo.yml --k 8 --out runs/demo",
     )
     _add_job_arguments(run)
+    run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore (and replace) the checkpoints an earlier, unfinished run of the same job left",
+    )
     run.set_defaults(func=cmd_run)
 
     validate = command(

@@ -16,6 +16,7 @@ import logging
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ import dask.dataframe as dd
 import fsspec
 import numpy as np
 import pandas as pd
+import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from dask.bytes import read_bytes
@@ -564,24 +566,40 @@ class RunFolder:
             parent.mkdir(parents=True, exist_ok=True)
             self.staging = parent / f".{name}.tmp-{token}"
             self.staging.mkdir()
+        self._owner = process_owner()
+        self._owner_file().write_text(json.dumps(self._owner))
+        if self.remote:
+            self.fs.pipe(f"{self._remote_tmp}/{OWNER_FILE}", json.dumps(self._owner).encode())
+
+    def _owner_file(self) -> Path:
+        return self.staging / OWNER_FILE
 
     @property
-    def scratch(self) -> str:
-        """Where the job keeps intermediate files (Parquet converted from CSV): next to the staging folder,
-        in object storage for a remote destination so remote workers reach it; ``commit`` and ``abandon``
-        remove it."""
+    def work_root(self) -> str:
+        """Where the job keeps its work folders (coded blocks, PCA coordinates, stage checkpoints):
+        ``.NAME.work`` next to the run folder, in object storage for a remote destination so remote
+        workers reach it. The job removes its work folder when the run succeeds."""
+        parent, name = posixpath.split(self._target) if self.remote else os.path.split(self._target)
         if self.remote:
             protocol = self.destination.split("://", 1)[0]
-            return f"{protocol}://{self._remote_tmp}-work"
-        return str(self.staging.parent / f"{self.staging.name}-work")
+            return f"{protocol}://{parent}/.{name}.work"
+        return str(Path(parent) / f".{name}.work")
 
-    def _remove_scratch(self) -> None:
-        if self.remote:
-            path = url_to_fs(self.scratch, **self.storage_options)[1]
-            if self.fs.exists(path):
+    def remove_dead_runs(self) -> list[str]:
+        """Remove the staging folders (``.NAME.tmp-*``) of runs whose process is gone from this host; those
+        of live processes, of other hosts or without an owner file are left. Returns the folders removed."""
+        parent, name = posixpath.split(self._target)
+        own = self._remote_tmp if self.remote else str(self.staging)
+        removed = []
+        for path in self.fs.glob(posixpath.join(parent, f".{name}.tmp-*")):
+            path = path.rstrip("/")
+            owner = f"{path}/{OWNER_FILE}"
+            if posixpath.basename(path) == posixpath.basename(own) or not self.fs.exists(owner):
+                continue
+            if owner_is_gone(json.loads(self.fs.cat_file(owner))):
                 self.fs.rm(path, recursive=True)
-        else:
-            shutil.rmtree(self.scratch, ignore_errors=True)
+                removed.append(path)
+        return removed
 
     def path(self, name: str) -> Path:
         """A local path inside the staging folder (parents created)."""
@@ -608,7 +626,9 @@ class RunFolder:
 
     def commit(self) -> str:
         """Move the complete folder into place (replacing an earlier run of the same name)."""
+        self._owner_file().unlink(missing_ok=True)
         if self.remote:
+            self.fs.rm_file(f"{self._remote_tmp}/{OWNER_FILE}")
             self.fs.put(str(self.staging) + "/", self._remote_tmp, recursive=True)
             if self.fs.exists(self._target):
                 self.fs.rm(self._target, recursive=True)
@@ -618,7 +638,6 @@ class RunFolder:
                 self.fs.copy(file, self._target + file[len(self._remote_tmp) :])
             self.fs.rm(self._remote_tmp, recursive=True)
             shutil.rmtree(self._local_root, ignore_errors=True)
-            self._remove_scratch()
         else:
             target = Path(self._target)
             if target.exists():
@@ -628,17 +647,34 @@ class RunFolder:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 self.staging.rename(target)
-            self._remove_scratch()
         return self.destination
 
     def abandon(self) -> None:
-        """Remove everything written so far, scratch included (after a failure or Ctrl-C)."""
+        """Remove everything written so far into the run folder (after a failure or Ctrl-C); the work
+        folder is the job's to keep or remove."""
         shutil.rmtree(self.staging, ignore_errors=True)
-        self._remove_scratch()
         if self.remote:
             shutil.rmtree(self._local_root, ignore_errors=True)
             if self.fs.exists(self._remote_tmp):
                 self.fs.rm(self._remote_tmp, recursive=True)
+
+
+OWNER_FILE = ".owner.json"
+
+
+def process_owner() -> dict:
+    """This process: pid, host and start time (so a reused pid is not taken for it)."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+
+
+def owner_is_gone(owner: dict) -> bool:
+    """Whether the process ``process_owner`` described has ended; never for another host's."""
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) > 1e-3
+    except psutil.NoSuchProcess:
+        return True
 
 
 def _json_default(value):

@@ -36,7 +36,8 @@ from distributed import as_completed
 from fsspec.core import url_to_fs
 
 from . import __version__, cluster, decompose
-from ._estimators import tree_reduce
+from ._estimators import load_fitted, save_fitted, tree_reduce
+from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, merge_statistics
 from .codes import Codebook, load_block, save_block, storage_dtype
 from .compare import compare_proportions
@@ -138,8 +139,7 @@ def _read_pass(
     shared = dask.delayed(codebook, traverse=False)
     blocks, lazy, ids = {}, {}, {}
     for name, table in tables.items():
-        folder = _scratch_folder(work, name, storage)
-        paths = [f"{folder}/{i:05d}.npz" for i in range(len(table.parts))]
+        paths = _block_paths(_scratch_folder(work, name, storage), len(table.parts))
         checks = (table.strict, table.validate)
         parts = [
             dask.delayed(_code_partition, nout=2)(raw, shared, source, checks, path, storage)
@@ -160,6 +160,10 @@ def _read_pass(
         for name, (missing, invalid) in counts.items()
     }
     return blocks, first_pass
+
+
+def _block_paths(folder: str, n: int) -> list[str]:
+    return [f"{folder}/{i:05d}.npz" for i in range(n)]
 
 
 def _duplicate_ids(
@@ -196,13 +200,28 @@ def _call(model: SegmentationModel, method: str, *args):
     return getattr(model, method)(*args)
 
 
-def run_job(config: JobConfig, checked: Checked | None = None) -> RunResult:
+def run_job(config: JobConfig, checked: Checked | None = None, *, fresh: bool = False) -> RunResult:
     """Run the whole job; the run folder appears at ``config.output`` only when everything is written.
-    ``checked``: the result of ``preflight(config)`` when the caller ran it already."""
+
+    Stages completed by an earlier run of the same inputs and configuration that crashed or was killed
+    are taken from its checkpoints (``checkpoint.Checkpoints``), unless ``fresh``. The work folder is
+    removed when the run succeeds, is interrupted, or its input or configuration is at fault; after a
+    crash or kill it stays for the rerun. ``checked``: the result of ``preflight(config)`` when the caller
+    ran it already."""
     checked = checked or preflight(config)  # before any cluster starts: paths, headers, profile, attributes
     schema, attributes_text = checked.schema, checked.attributes_text
     profile = checked.profile
     folder = RunFolder(config.output, profile.storage_options)
+    folder.remove_dead_runs()
+    root = folder.work_root
+    if config.work_dir:
+        root = f"{config.work_dir.rstrip('/')}/{root.rstrip('/').rsplit('/', 1)[-1]}"
+    key = checkpoint_key(config, attributes_text, profile.storage_options)
+    try:
+        checkpoints = Checkpoints(root, key, profile.storage_options, fresh=fresh)
+    except BaseException:
+        folder.abandon()
+        raise
     started = datetime.now(UTC)
     try:
         with open_cluster(profile) as session:
@@ -210,7 +229,7 @@ def run_job(config: JobConfig, checked: Checked | None = None) -> RunResult:
             logger.info("Dask dashboard: %s", session.dashboard_link)
             print(f"Dask dashboard: {session.dashboard_link}", flush=True)
             with session.performance_report(folder.path("performance_report.html")):
-                model, run = _run_stages(config, schema, attributes_text, session, folder)
+                model, run = _run_stages(config, schema, attributes_text, session, folder, checkpoints)
             run["cluster"] = session.describe()
             run["peak_worker_memory"] = session.peak_worker_memory()
             run.update(session.recovery())
@@ -229,9 +248,16 @@ def run_job(config: JobConfig, checked: Checked | None = None) -> RunResult:
         proportions = pd.read_csv(folder.path("proportions.csv"), dtype={"segment": str})
         check_interrupt()
         output = folder.commit()
+    except (InputError, ConfigError, KeyboardInterrupt):
+        # A rerun would fail the same way; an interrupt (Ctrl-C, SIGTERM) is a deliberate stop that
+        # promises nothing was written. Only a crash or a kill leaves the checkpoints for the rerun.
+        folder.abandon()
+        checkpoints.remove()
+        raise
     except BaseException:
         folder.abandon()
         raise
+    checkpoints.remove()
     return RunResult(output, proportions, run, model, f"{output.rstrip('/')}/assignments")
 
 
@@ -320,15 +346,19 @@ class Prepared:
     model: SegmentationModel
     reduced: Reduced
     sample: np.ndarray  # uniform rows of ``reduced``, to seed k-means from
-    work: str
+    resumed: list[str]  # the stages taken from checkpoints
 
     def for_kmeans(self) -> da.Array:
         return self.reduced.array(self.model.pca.n_components_, KMEANS_CHUNK_BYTES)
 
 
-def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
-    """Read, clean, scale, reduce: everything up to the PCA coordinates saved in the scratch folder."""
+def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoints) -> Prepared:
+    """Read, clean, scale, reduce: everything up to the PCA coordinates saved in the work folder.
+
+    Each stage ends with its checkpoint; the stages ``checkpoints`` holds are loaded, not computed."""
     storage = session.profile.storage_options
+    work = checkpoints.folder
+    resumed = [s for s in checkpoints.completed() if s != "cluster"]
     cleaner = Cleaner(schema, config.clean.column_missing_threshold, config.clean.row_missing_threshold)
     codebook = Codebook(schema)
     with session.stage("read"):
@@ -336,49 +366,154 @@ def _prepare(config: JobConfig, schema: Schema, session, work: str) -> Prepared:
             name: read_table(path, schema, name, storage, config.blocksize, config.strict, config.sep)
             for name, path in input_paths(config).items()
         }
-        blocks, first_pass = _read_pass(tables, codebook, work, storage, config)
+        if "read" in resumed:
+            blocks, first_pass = _load_read(checkpoints, codebook, storage)
+        else:
+            blocks, first_pass = _read_pass(tables, codebook, work, storage, config)
+            checkpoints.mark("read", _read_payload(blocks, first_pass))
     with session.stage("clean"):
         cleaner.fit(None, missing=first_pass["population"]["missing"])
         encoder = Encoder(schema, cleaner.kept_columns_).fit()
     with session.stage("scale"):
-        shared = dask.delayed(codebook, traverse=False)
-        statistics = {
-            name: tree_reduce(
-                [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()],
-                merge_statistics,
-            )
-            for name in ("population", "customers")
-        }
-        (statistics,) = dask.compute(statistics)
-        histograms = cleaner.value_histograms_from_counts(
-            statistics["population"][0], {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
-        )
-        scaler = ImputeScaler(encoder).fit_histograms(histograms)
+        if "scale" in resumed:
+            statistics, scaler = _load_scale(checkpoints, encoder)
+        else:
+            statistics, scaler = _scale(blocks, cleaner, codebook, encoder, schema)
+            _save_scale(checkpoints, statistics, scaler)
     model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)
     rows = [int(n) for n in statistics["population"][2]]
     _check_k(config, sum(rows), int(first_pass["population"]["missing"]["__rows__"]))
     with session.stage("reduce"):
-        shared_model = dask.delayed(model.compile(), traverse=False)
-        features = _block_array(
-            [dask.delayed(_call)(shared_model, "standardize_block", b) for b in blocks["population"].load()],
-            lambda pair: pair[1],
-            rows,
-            len(scaler.feature_names_),
-        )
-        model.pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
+        if "reduce" in resumed:
+            model.pca = checkpoints.read("pca", decompose.load)
+        else:
+            model.pca = _reduce(config, model, blocks, rows)
+            with checkpoints.writing("pca") as saved:
+                model.pca.save(saved)
+            checkpoints.mark("reduce")
     with session.stage("project"):
-        shared_model = dask.delayed(model, traverse=False)
         paths = [f"{_scratch_folder(work, 'reduced', storage)}/{i:05d}.npy" for i in range(len(rows))]
-        # The k-means seeding sample is taken as the blocks are written, not with a pass of its own.
-        taken = cluster.sample_positions(rows, cluster.KMeansSegmenter().init_sample_size, config.seed)
-        writes = [
-            dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage, t)
-            for b, path, t in zip(blocks["population"].load(), paths, taken, strict=True)
-        ]
-        sample = _gather_rows(session.client, writes, [len(t) for t in taken], model.pca.n_components_)
+        if "project" in resumed:
+            sample = checkpoints.read(
+                "sample", lambda saved: np.load(saved / "sample.npy", allow_pickle=False)
+            )
+        else:
+            sample = _project(config, session, model, blocks, rows, paths)
+            with checkpoints.writing("sample") as saved:
+                np.save(saved / "sample.npy", sample, allow_pickle=False)
+            checkpoints.mark("project")
     return Prepared(
-        tables, blocks, first_pass, statistics, model, Reduced(paths, rows, storage), sample, work
+        tables, blocks, first_pass, statistics, model, Reduced(paths, rows, storage), sample, resumed
     )
+
+
+def _read_payload(blocks: dict[str, Blocks], first_pass: dict) -> dict:
+    """The read stage's checkpoint: each table's block count and first-pass counts."""
+    return {
+        name: {
+            "blocks": len(blocks[name].paths),
+            "missing": {str(c): int(v) for c, v in counts["missing"].items()},
+            "invalid": counts["invalid"],
+            "duplicate_ids": int(counts["duplicate_ids"]),
+        }
+        for name, counts in first_pass.items()
+    }
+
+
+def _load_read(checkpoints: Checkpoints, codebook: Codebook, storage: dict) -> tuple[dict, dict]:
+    """``_read_pass``'s results from the read checkpoint (the coded blocks are in the work folder)."""
+    saved = checkpoints.payload("read")
+    blocks = {
+        name: Blocks(_block_paths(checkpoints.url(name), table["blocks"]), codebook.rest_dtypes, storage)
+        for name, table in saved.items()
+    }
+    first_pass = {
+        name: {
+            "missing": pd.Series(table["missing"], dtype="int64"),
+            "invalid": table["invalid"],
+            "duplicate_ids": table["duplicate_ids"],
+        }
+        for name, table in saved.items()
+    }
+    return blocks, first_pass
+
+
+def _scale(
+    blocks: dict[str, Blocks], cleaner: Cleaner, codebook: Codebook, encoder: Encoder, schema: Schema
+) -> tuple[dict, ImputeScaler]:
+    """Value histograms of the kept rows (-> the fitted ``ImputeScaler``), row-missing histograms and the
+    kept rows per block, of the population and the customers."""
+    shared = dask.delayed(codebook, traverse=False)
+    statistics = {
+        name: tree_reduce(
+            [dask.delayed(cleaner.block_statistics)(shared, b) for b in blocks[name].load()],
+            merge_statistics,
+        )
+        for name in ("population", "customers")
+    }
+    (statistics,) = dask.compute(statistics)
+    histograms = cleaner.value_histograms_from_counts(
+        statistics["population"][0], {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
+    )
+    return statistics, ImputeScaler(encoder).fit_histograms(histograms)
+
+
+_SCALER_ATTRIBUTES = ("fill_values_", "mean_", "scale_")
+
+
+def _save_scale(checkpoints: Checkpoints, statistics: dict, scaler: ImputeScaler) -> None:
+    """The scale stage's checkpoint: the fitted scaler, and what later stages use of the statistics."""
+    attributes = {name: getattr(scaler, name) for name in _SCALER_ATTRIBUTES}
+    with checkpoints.writing("scaler") as saved:
+        save_fitted(saved, {"estimator": "ImputeScaler", "params": {}, "attributes": attributes})
+    payload = {
+        "feature_names": scaler.feature_names_,
+        "row_missing": {name: statistics[name][1].tolist() for name in statistics},
+        "kept_rows": {name: statistics[name][2].tolist() for name in statistics},
+    }
+    checkpoints.mark("scale", payload)
+
+
+def _load_scale(checkpoints: Checkpoints, encoder: Encoder) -> tuple[dict, ImputeScaler]:
+    """``_scale``'s results from the scale checkpoint (the value histograms are not kept: only the
+    scaler fitted on them is used)."""
+    saved = checkpoints.payload("scale")
+    scaler = ImputeScaler(encoder)
+    scaler.feature_names_ = saved["feature_names"]
+    for name, value in checkpoints.read("scaler", load_fitted)["attributes"].items():
+        setattr(scaler, name, value)
+    statistics = {
+        name: (None, np.asarray(saved["row_missing"][name]), np.asarray(saved["kept_rows"][name]))
+        for name in saved["row_missing"]
+    }
+    return statistics, scaler
+
+
+def _reduce(config: JobConfig, model: SegmentationModel, blocks: dict[str, Blocks], rows: list[int]):
+    """The PCA fitted on the population's standardized features."""
+    shared_model = dask.delayed(model.compile(), traverse=False)
+    features = _block_array(
+        [dask.delayed(_call)(shared_model, "standardize_block", b) for b in blocks["population"].load()],
+        lambda pair: pair[1],
+        rows,
+        len(model.scaler.feature_names_),
+    )
+    return decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
+
+
+def _project(
+    config: JobConfig, session, model: SegmentationModel, blocks: dict[str, Blocks], rows: list[int], paths
+) -> np.ndarray:
+    """Write the population's PCA coordinates to ``paths``; return k-means' seeding sample of them (taken
+    as the blocks are written, not with a pass of its own)."""
+    storage = session.profile.storage_options
+    shared_model = dask.delayed(model, traverse=False)
+    taken = cluster.sample_positions(rows, cluster.KMeansSegmenter().init_sample_size, config.seed)
+    writes = [
+        dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage, t)
+        for b, path, t in zip(blocks["population"].load(), paths, taken, strict=True)
+    ]
+    return _gather_rows(session.client, writes, [len(t) for t in taken], model.pca.n_components_)
 
 
 def _check_k(config: JobConfig, kept: int, read: int) -> None:
@@ -459,7 +594,8 @@ def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFram
         open_cluster(checked.profile) as session,
     ):
         _import_on_workers(session.client)
-        prepared = _prepare(config, checked.schema, session, work)
+        checkpoints = Checkpoints(work, "elbow", checked.profile.storage_options)
+        prepared = _prepare(config, checked.schema, session, checkpoints)
         with session.stage("cluster") as stage:
             return _elbow(config, prepared, stage)
 
@@ -534,10 +670,14 @@ def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
 
 
 def _run_stages(
-    config: JobConfig, schema: Schema, attributes_text: str, session, folder: RunFolder
+    config: JobConfig,
+    schema: Schema,
+    attributes_text: str,
+    session,
+    folder: RunFolder,
+    checkpoints: Checkpoints,
 ) -> tuple[SegmentationModel, dict]:
-    work = config.work_dir or folder.scratch
-    prepared = _prepare(config, schema, session, work)
+    prepared = _prepare(config, schema, session, checkpoints)
     tables, first_pass, statistics, model = (
         prepared.tables,
         prepared.first_pass,
@@ -547,14 +687,14 @@ def _run_stages(
     cleaner, scaler = model.cleaner, model.scaler
     storage = session.profile.storage_options
     with session.stage("cluster") as stage:
-        run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
-        elbow = _elbow(config, prepared, stage) if run_elbow else None
+        if prepared.resumed == ["read", "scale", "reduce", "project"] and checkpoints.done("cluster"):
+            model.kmeans, elbow = _load_cluster(checkpoints)
+            prepared.resumed.append("cluster")
+        else:
+            model.kmeans, elbow = _cluster(config, prepared, stage)
+            _save_cluster(checkpoints, model.kmeans, elbow)
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
-        k = config.kmeans.k or recommended
-        stage.detail(f"k={k}")
-        model.kmeans = cluster.KMeansSegmenter(
-            n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
-        ).fit(prepared.for_kmeans(), sample=prepared.sample)
+        k = int(model.kmeans.n_clusters)
         prepared.sample = None  # 125 MB at the real size, not needed any more
     with session.stage("assign"):
         lazy = {}
@@ -625,6 +765,8 @@ def _run_stages(
             "k_recommended": recommended,
             "sse": float(model.kmeans.sse_),
         },
+        "resumed": prepared.resumed,
+        "checkpoint_key": checkpoints.key,
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
         "ignored_columns": {name: table.ignored_columns for name, table in tables.items()},
         "duplicate_ids": {name: first_pass[name]["duplicate_ids"] for name in tables},
@@ -650,6 +792,38 @@ def _response_stage(
         )
         folder.write_csv("proportions.csv", proportions)
     return response
+
+
+def _cluster(
+    config: JobConfig, prepared: Prepared, stage: Stage
+) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
+    """The elbow table (when asked, or when k is not given) and k-means at the given or recommended k."""
+    run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
+    elbow = _elbow(config, prepared, stage) if run_elbow else None
+    k = config.kmeans.k or int(elbow.loc[elbow["recommended"], "k"].iloc[0])
+    stage.detail(f"k={k}")
+    kmeans = cluster.KMeansSegmenter(
+        n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
+    )
+    return kmeans.fit(prepared.for_kmeans(), sample=prepared.sample), elbow
+
+
+def _save_cluster(
+    checkpoints: Checkpoints, kmeans: cluster.KMeansSegmenter, elbow: pd.DataFrame | None
+) -> None:
+    with checkpoints.writing("kmeans") as saved:
+        kmeans.save(saved)
+        if elbow is not None:
+            elbow.to_csv(saved / "elbow.csv", index=False)
+    checkpoints.mark("cluster", {"elbow": elbow is not None})
+
+
+def _load_cluster(checkpoints: Checkpoints) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
+    def load(saved: Path) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
+        elbow = pd.read_csv(saved / "elbow.csv") if checkpoints.payload("cluster")["elbow"] else None
+        return cluster.load(saved), elbow
+
+    return checkpoints.read("kmeans", load)
 
 
 def _pca_table(pca) -> pd.DataFrame:

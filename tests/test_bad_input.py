@@ -89,6 +89,7 @@ def assert_fails_cleanly(
     if out is not None:
         assert not out.exists()
         assert not [p.name for p in out.parent.glob(f".{out.name}.tmp-*")]
+        assert not (out.parent / f".{out.name}.work").exists(), "an input error removes the checkpoints"
     return errors[0]
 
 

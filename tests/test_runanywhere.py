@@ -463,7 +463,7 @@ def test_ctrl_c_exits_130_and_leaves_no_processes_or_folders(dataset, tmp_path, 
         line = process.stdout.readline()
         assert line.startswith("Dask dashboard:"), line + process.stderr.read()
         deadline = time.monotonic() + 60
-        while not list(runs.glob(".interrupted.tmp-*-work/*")):  # reading has begun
+        while not list(runs.glob(".interrupted.work/*/population")):  # reading has begun
             assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
             time.sleep(0.1)
         descendants = psutil.Process(process.pid).children(recursive=True)

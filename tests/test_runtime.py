@@ -606,7 +606,7 @@ def test_an_interrupted_run_exits_130_within_2_s_quietly_leaving_nothing(
     try:
         deadline = time.monotonic() + 120
         if stage == "read":  # the first coded blocks are being written
-            while not list(runs.glob(".interrupted.tmp-*-work/population/*")):
+            while not list(runs.glob(".interrupted.work/*/population/*")):
                 assert time.monotonic() < deadline and process.poll() is None, process.communicate()
                 time.sleep(0.05)
         else:  # the stages before clustering print their line when they end
