@@ -909,6 +909,9 @@ def open_cluster(
         except KeyboardInterrupt:
             _stop_at_once(session, closing)
             raise
+        except Exception:
+            _quiet_for_teardown(session)
+            raise
 
 
 CLOSE_TIMEOUT = 30  # seconds to wait for the client and a started cluster to close
@@ -952,13 +955,33 @@ class _Closing:
             logger.debug("after the interrupt, %s did not close: %r", type(closable).__name__, error)
 
 
+_SILENT = logging.CRITICAL + 1
+
+
+def _silence_distributed() -> None:
+    """No more log lines from distributed and its event loop in this process (run on workers too)."""
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(_SILENT)
+
+
+def _quiet_for_teardown(session: ClusterSession) -> None:
+    """After an error (bad input found in a task): silence distributed here and on a local cluster's workers
+    before it closes. Workers torn down mid-transfer log "failed during get data" with a traceback, which must
+    not bury the job's one-line error. A remote cluster is shared and keeps its logging."""
+    _silence_distributed()
+    if isinstance(session.cluster, LocalCluster):
+        try:
+            session.client.run(_silence_distributed, on_error="ignore")
+        except Exception as error:  # a lost worker must not hide the error being raised
+            logger.debug("could not quiet the workers: %r", error)
+
+
 def _stop_at_once(session: ClusterSession, closing: _Closing) -> None:
     """After an interrupt: no more log lines from distributed and its event loop (connections now break
     everywhere, which it reports with tracebacks), and the processes of a local cluster are killed rather
     than asked to finish their tasks, so that the job exits within a second or two."""
     closing.timeout, closing.interrupted = INTERRUPTED_CLOSE_TIMEOUT, True
-    for name in ("distributed", "tornado", "asyncio"):
-        logging.getLogger(name).setLevel(logging.CRITICAL + 1)
+    _silence_distributed()
     session._memory.stop(timeout=0.1)
     cluster = session.cluster
     if not isinstance(cluster, LocalCluster):
