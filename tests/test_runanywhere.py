@@ -381,6 +381,7 @@ def restart_state(dask_worker) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.large
 @pytest.mark.timeout(900)
 def test_low_memory_profile_completes_on_data_larger_than_memory(tmp_path, monkeypatch):
     """The job is out of core: every pass streams blocks from the scratch folder, nothing is held in
