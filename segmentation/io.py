@@ -31,6 +31,8 @@ import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 from fsspec.utils import read_block
@@ -274,6 +276,36 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     return raw, parsed
 
 
+def _read_row_group(piece: tuple[str, int, str], fs: fsspec.AbstractFileSystem) -> pa.Table:
+    """One row group of a Parquet file; unreadable data (corrupt pages, a bad codec) is the input's fault and
+    named as such, with the file and the row group, rather than a pyarrow traceback from a worker."""
+    path, group, shown = piece
+    try:
+        with fs.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).read_row_group(group)
+    except (OSError, pa.ArrowException) as error:
+        reason = "".join(c if c.isprintable() else "?" for c in str(error))  # pyarrow quotes raw bytes
+        raise InputError(f"{shown}: row group {group}: unreadable Parquet data ({reason})") from None
+
+
+def _read_parquet(path: str, storage_options: dict):
+    """A Parquet file or folder as one task per row group (as ``_read_csv`` does per block), each parsed to a
+    ``pyarrow.Table`` that the job's own pass reads directly. Only the footers are read here."""
+    fs, local = url_to_fs(path, **storage_options)
+    fragments = list(pads.dataset(local, format="parquet", filesystem=fs).get_fragments())
+    folder = fs.isdir(local)
+    pieces = [
+        (f.path, g.id, f"{path.rstrip('/')}/{posixpath.relpath(f.path, local)}" if folder else path)
+        for f in fragments
+        for g in f.row_groups
+    ]
+    with fs.open(pieces[0][0], "rb") as handle:
+        empty = _to_pandas(pq.ParquetFile(handle).schema_arrow.empty_table())
+    parsed = [dask.delayed(_read_row_group)(piece, fs) for piece in pieces]
+    raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
+    return raw, parsed
+
+
 def read_table(
     path: str | os.PathLike,
     schema: Schema,
@@ -297,8 +329,7 @@ def read_table(
     for file in paths:
         if is_parquet(file):
             table_columns(file, schema, table, storage_options)
-            raw = dd.read_parquet(file, storage_options=storage_options)
-            parsed = list(raw.to_delayed())
+            raw, parsed = _read_parquet(file, storage_options)
         else:
             # The parse tasks themselves, so the job's own pass skips dask's conversion of text columns.
             raw, parsed = _read_csv(file, schema, table, storage_options, blocksize, sep)

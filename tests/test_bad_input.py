@@ -244,17 +244,24 @@ def test_header_only_table(data, table):
     assert_fails_cleanly(run(data, out.name, *option, **kwargs), 3, str(path), "no data rows", out=out)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "pages"])
 def test_corrupt_parquet(data, damage):
+    """A bad footer is found before the cluster starts; data pages that do not decode under a good footer
+    are found by the worker reading them, and named with the file and the row group all the same."""
     good = data / f"population-{damage}-source.parquet"
-    pd.read_csv(data / "data" / "population.csv", sep=";", nrows=200).to_parquet(good)
+    pd.read_csv(data / "data" / "population.csv", sep=";", nrows=200).to_parquet(good, row_group_size=100)
     content = good.read_bytes()
     path = data / f"population-{damage}.parquet"
-    path.write_bytes(content[: len(content) // 2] if damage == "truncated" else b"PAR1" + os.urandom(2000))
-    out = data / "runs" / f"parquet-{damage}"
-    assert_fails_cleanly(
-        run(data, out.name, population=path), 3, str(path), "not a readable Parquet file", out=out
+    path.write_bytes(
+        content[: len(content) // 2]
+        if damage == "truncated"
+        else b"PAR1" + os.urandom(2000)
+        if damage == "garbage"
+        else content[:4] + b"\xff" * (len(content) // 3) + content[4 + len(content) // 3 :]
     )
+    expected = ["row group", "unreadable Parquet data"] if damage == "pages" else ["not a readable Parquet file"]
+    out = data / "runs" / f"parquet-{damage}"
+    assert_fails_cleanly(run(data, out.name, population=path), 3, str(path), *expected, out=out)
 
 
 def test_k_min_above_k_max_is_a_configuration_error_before_reading(data):
