@@ -233,7 +233,9 @@ class BisectingKMeansSegmenter(Segmenter):
         (of those centres) and the passes taken."""
         known = np.asarray(node_centres)
         splits = splits.reshape(-1, 3)
-        for iteration in range(1, self.max_iter + 1):
+        iteration = 0
+        while iteration < self.max_iter:
+            iteration += 1
             parts = [dask.delayed(split_block_sums)(block, splits, known, node, centres) for block in blocks]
             counts, sums, sse = block_sums(parts, add_up)
             moved = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
