@@ -74,7 +74,7 @@ class RunResult:
     output: str  # the run folder
     proportions: pd.DataFrame  # proportions.csv: each segment's share of population and customers
     run: dict  # run.json
-    model: SegmentationModel = field(repr=False)  # the fitted chain (cleaner, encoder, scaler, pca, segmenter)
+    model: SegmentationModel = field(repr=False)  # the fitted chain: cleaner, encoder, scaler, pca, segmenter
     assignments: str  # folder of Parquet files: LNR, table, segment of every row of every table
 
 
@@ -565,7 +565,9 @@ ELBOW_SEED_SAMPLE = 20_000
 
 def _segmenter_params(config: JobConfig) -> dict:
     """The job's options of its clustering algorithm, beyond k and the seed."""
-    return {"covariance_type": config.clustering.covariance_type} if config.clustering.algorithm == "gmm" else {}
+    return (
+        {"covariance_type": config.clustering.covariance_type} if config.clustering.algorithm == "gmm" else {}
+    )
 
 
 def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
@@ -802,7 +804,9 @@ def _cluster(
     config: JobConfig, prepared: Prepared, stage: Stage
 ) -> tuple[segmenters.Segmenter, pd.DataFrame | None]:
     """The elbow table (when asked, or when k is not given) and the segmenter at the given or recommended k."""
-    run_elbow = config.clustering.elbow if config.clustering.elbow is not None else config.clustering.k is None
+    run_elbow = (
+        config.clustering.elbow if config.clustering.elbow is not None else config.clustering.k is None
+    )
     elbow = _elbow(config, prepared, stage) if run_elbow else None
     k = config.clustering.k or int(elbow.loc[elbow["recommended"], "k"].iloc[0])
     stage.detail(f"{config.clustering.algorithm} k={k}")
@@ -829,7 +833,9 @@ def _clustering_record(config: JobConfig, segmenter: segmenters.Segmenter, recom
     return record
 
 
-def _save_cluster(checkpoints: Checkpoints, segmenter: segmenters.Segmenter, elbow: pd.DataFrame | None) -> None:
+def _save_cluster(
+    checkpoints: Checkpoints, segmenter: segmenters.Segmenter, elbow: pd.DataFrame | None
+) -> None:
     with checkpoints.writing("segmenter") as saved:
         segmenter.save(saved)
         if elbow is not None:
