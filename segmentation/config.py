@@ -249,21 +249,23 @@ def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> J
                 node[parent] = {}
             node = node[parent]
         node[leaf] = value
-    _read_kmeans_section(data, source)
-    return from_mapping(JobConfig, data, source).validate(source)
-
-
-def _read_kmeans_section(data: dict, source: str) -> None:
-    """Fold the deprecated ``kmeans:`` section into ``clustering:`` (whose own keys win), with a one-line
-    warning."""
-    if "kmeans" in data:
-        old = data.pop("kmeans")
-        if old is not None and not isinstance(old, dict):
-            raise ConfigError(f"{source}: kmeans: expected a mapping of keys, got {type(old).__name__}")
+    deprecated = _read_kmeans_section(data, source)
+    config = from_mapping(JobConfig, data, source).validate(source)
+    if deprecated:  # after validation, so that a rejected job prints its error alone
         logger.warning("%s: the 'kmeans:' section is deprecated; rename it 'clustering:'", source)
-        current = data.get("clustering")
-        if current is not None and not isinstance(current, dict):
-            raise ConfigError(
-                f"{source}: clustering: expected a mapping of keys, got {type(current).__name__}"
-            )
-        data["clustering"] = {**(old or {}), **(current or {})}
+    return config
+
+
+def _read_kmeans_section(data: dict, source: str) -> bool:
+    """Fold the deprecated ``kmeans:`` section into ``clustering:`` (whose own keys win); True if there
+    was one."""
+    if "kmeans" not in data:
+        return False
+    old = data.pop("kmeans")
+    if old is not None and not isinstance(old, dict):
+        raise ConfigError(f"{source}: kmeans: expected a mapping of keys, got {type(old).__name__}")
+    current = data.get("clustering")
+    if current is not None and not isinstance(current, dict):
+        raise ConfigError(f"{source}: clustering: expected a mapping of keys, got {type(current).__name__}")
+    data["clustering"] = {**(old or {}), **(current or {})}
+    return True
