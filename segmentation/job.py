@@ -809,7 +809,7 @@ def _cluster(
     )
     elbow = _elbow(config, prepared, stage) if run_elbow else None
     k = config.clustering.k or int(elbow.loc[elbow["recommended"], "k"].iloc[0])
-    stage.detail(f"{config.clustering.algorithm} k={k}")
+    stage.detail(f"k={k}")
     segmenter = segmenters.make_segmenter(
         config.clustering.algorithm, n_clusters=k, random_state=config.seed, **_segmenter_params(config)
     )

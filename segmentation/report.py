@@ -73,7 +73,11 @@ FIGURES = (
 )
 # Segment descriptions name at most this many attributes, each at least MIN_DIFFERENCE sd from the mean.
 DESCRIBED_ATTRIBUTES = 5
-ALGORITHM_NAMES = {"minibatch": "mini-batch k-means", "gmm": "a Gaussian mixture (EM)", "bisecting": "bisecting k-means"}
+ALGORITHM_NAMES = {
+    "minibatch": "mini-batch k-means",
+    "gmm": "a Gaussian mixture (EM)",
+    "bisecting": "bisecting k-means",
+}
 MIN_DIFFERENCE = 0.2
 REPRESENTATION_WORDS = {
     "over": "over-represented",
@@ -1196,7 +1200,9 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
     blocks += descriptions
     blocks.append(Heading("Choice of k"))
     clustering = run.get("clustering") or run["kmeans"]
-    blocks.append(Paragraph(f"Segments were found by {ALGORITHM_NAMES.get(clustering.get('algorithm'), 'k-means')}."))
+    blocks.append(
+        Paragraph(f"Segments were found by {ALGORITHM_NAMES.get(clustering.get('algorithm'), 'k-means')}.")
+    )
     if files.elbow is None or files.elbow.empty:
         blocks.append(Paragraph(fixed_k_note(k)))
     else:
