@@ -33,6 +33,10 @@ def _add_job_arguments(parser: argparse.ArgumentParser, *, writes_run: bool = Tr
     parser.add_argument("--cluster", help="cluster profile (YAML), e.g. cluster_config/local.yml")
     if writes_run:
         parser.add_argument("--k", type=int, help="number of segments (default: the elbow's recommendation)")
+    parser.add_argument(
+        "--algorithm",
+        help="clustering algorithm: kmeans (default), minibatch, gmm or bisecting (job file: clustering.algorithm)",
+    )
     parser.add_argument("--seed", type=int, help="random seed (job file: seed)")
     parser.add_argument(
         "--strict",
@@ -64,9 +68,10 @@ def _job_config(args: argparse.Namespace):
         "sep": "sep",
         "output": "out",
         "cluster": "cluster",
-        "kmeans.k": "k",
-        "kmeans.k_min": "k_min",
-        "kmeans.k_max": "k_max",
+        "clustering.algorithm": "algorithm",
+        "clustering.k": "k",
+        "clustering.k_min": "k_min",
+        "clustering.k_max": "k_max",
         "seed": "seed",
         "strict": "strict",
         "allow_duplicate_ids": "allow_duplicate_ids",
@@ -258,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         "segmentation elbow jobs/demo.yml --k-min 2 --k-max 15",
     )
     _add_job_arguments(elbow, writes_run=False)
-    elbow.add_argument("--k-min", type=int, help="smallest k to fit (default 2; job file: kmeans.k_min)")
-    elbow.add_argument("--k-max", type=int, help="largest k to fit (default 15; job file: kmeans.k_max)")
+    elbow.add_argument("--k-min", type=int, help="smallest k to fit (default 2; job file: clustering.k_min)")
+    elbow.add_argument("--k-max", type=int, help="largest k to fit (default 15; job file: clustering.k_max)")
     elbow.set_defaults(func=cmd_elbow)
 
     generate = command(

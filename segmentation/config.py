@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
+import ast
 import difflib
+import functools
+import logging
 import os
+import sys
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
 import yaml
+
+logger = logging.getLogger(__name__)
+
+_SEGMENTERS = Path(__file__).parent / "segmenters"
+
+
+@functools.lru_cache(maxsize=1)
+def _declared_algorithms() -> tuple[str, ...]:
+    """Names and aliases given to ``register(...)`` in the modules of ``segmentation/segmenters``, read from
+    their source: importing the registry imports scikit-learn and Dask (2 s), too slow for checking a job."""
+    names = []
+    for path in sorted(_SEGMENTERS.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register" and node.args:
+                names.append(ast.literal_eval(node.args[0]))
+                for keyword in node.keywords:
+                    if keyword.arg == "aliases":
+                        names.extend(ast.literal_eval(keyword.value))
+    return tuple(names)
+
+
+def algorithms() -> tuple[str, ...]:
+    """The clustering algorithms a job may name: those the segmenter modules declare, and any registered
+    since (e.g. by a plugin module already imported)."""
+    registry = sys.modules.get("segmentation.segmenters.base")
+    found = list(_declared_algorithms())
+    if registry is not None:
+        found += [name for name in (*registry.algorithms(), *registry._ALIASES) if name not in found]
+    return tuple(found)
 
 
 class ConfigError(ValueError):
@@ -38,13 +71,16 @@ class ReduceConfig:
 
 @dataclass
 class ClusterConfig:
-    algorithm: str = "kmeans||"
+    """The job file's ``clustering:`` section (formerly ``kmeans:``, still read with a warning)."""
+
+    algorithm: str = "kmeans"
     k: int | None = None
     k_min: int = 2
     k_max: int = 15
     elbow: bool | None = None  # None: run the elbow only when k is not given
     # Rows the elbow's silhouettes are computed on (quadratic: 10,000 rows took 1.2 s per k, 5,000 0.2 s).
     silhouette_sample: int = 5_000
+    covariance_type: str = "full"  # gmm only: full or diag
 
 
 @dataclass
@@ -64,7 +100,7 @@ class JobConfig:
     work_dir: str | None = None
     clean: CleanConfig = field(default_factory=CleanConfig)
     reduce: ReduceConfig = field(default_factory=ReduceConfig)
-    kmeans: ClusterConfig = field(default_factory=ClusterConfig)
+    clustering: ClusterConfig = field(default_factory=ClusterConfig)
     report: bool = True
     top_targets: int = 1000
 
@@ -84,14 +120,19 @@ class JobConfig:
                 "reduce.n_components must be an integer >= 1 or a variance share in (0, 1)",
             ),
             (
-                self.kmeans.algorithm in ("kmeans||", "minibatch"),
-                "kmeans.algorithm must be kmeans|| or minibatch",
+                self.clustering.algorithm in algorithms(),
+                f"clustering.algorithm must be one of {', '.join(algorithms())}, "
+                f"got {self.clustering.algorithm!r}",
             ),
-            (self.kmeans.k is None or self.kmeans.k >= 2, "kmeans.k must be at least 2"),
             (
-                2 <= self.kmeans.k_min <= self.kmeans.k_max,
-                f"kmeans.k_min ({self.kmeans.k_min}, --k-min) must be >= 2 and <= kmeans.k_max "
-                f"({self.kmeans.k_max}, --k-max)",
+                self.clustering.covariance_type in ("full", "diag"),
+                f"clustering.covariance_type must be full or diag, got {self.clustering.covariance_type!r}",
+            ),
+            (self.clustering.k is None or self.clustering.k >= 2, "clustering.k must be at least 2"),
+            (
+                2 <= self.clustering.k_min <= self.clustering.k_max,
+                f"clustering.k_min ({self.clustering.k_min}, --k-min) must be >= 2 and <= clustering.k_max "
+                f"({self.clustering.k_max}, --k-max)",
             ),
             (self.blocksize >= 1_000_000, "blocksize must be at least 1000000 bytes"),
             (self.top_targets >= 1, "top_targets must be at least 1"),
@@ -208,4 +249,23 @@ def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> J
                 node[parent] = {}
             node = node[parent]
         node[leaf] = value
-    return from_mapping(JobConfig, data, source).validate(source)
+    deprecated = _read_kmeans_section(data, source)
+    config = from_mapping(JobConfig, data, source).validate(source)
+    if deprecated:  # after validation, so that a rejected job prints its error alone
+        logger.warning("%s: the 'kmeans:' section is deprecated; rename it 'clustering:'", source)
+    return config
+
+
+def _read_kmeans_section(data: dict, source: str) -> bool:
+    """Fold the deprecated ``kmeans:`` section into ``clustering:`` (whose own keys win); True if there
+    was one."""
+    if "kmeans" not in data:
+        return False
+    old = data.pop("kmeans")
+    if old is not None and not isinstance(old, dict):
+        raise ConfigError(f"{source}: kmeans: expected a mapping of keys, got {type(old).__name__}")
+    current = data.get("clustering")
+    if current is not None and not isinstance(current, dict):
+        raise ConfigError(f"{source}: clustering: expected a mapping of keys, got {type(current).__name__}")
+    data["clustering"] = {**(old or {}), **(current or {})}
+    return True

@@ -35,7 +35,7 @@ import pandas as pd
 from distributed import as_completed
 from fsspec.core import url_to_fs
 
-from . import __version__, cluster, decompose
+from . import __version__, cluster, decompose, segmenters
 from ._estimators import load_fitted, save_fitted, tree_reduce
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, merge_statistics
@@ -74,7 +74,7 @@ class RunResult:
     output: str  # the run folder
     proportions: pd.DataFrame  # proportions.csv: each segment's share of population and customers
     run: dict  # run.json
-    model: SegmentationModel = field(repr=False)  # the fitted chain (cleaner, encoder, scaler, pca, kmeans)
+    model: SegmentationModel = field(repr=False)  # the fitted chain: cleaner, encoder, scaler, pca, segmenter
     assignments: str  # folder of Parquet files: LNR, table, segment of every row of every table
 
 
@@ -508,7 +508,7 @@ def _project(
     as the blocks are written, not with a pass of its own)."""
     storage = session.profile.storage_options
     shared_model = dask.delayed(model, traverse=False)
-    taken = cluster.sample_positions(rows, cluster.KMeansSegmenter().init_sample_size, config.seed)
+    taken = cluster.sample_positions(rows, cluster.SAMPLE_SIZE, config.seed)
     writes = [
         dask.delayed(_save_array)(dask.delayed(_call)(shared_model, "reduced_block", b), path, storage, t)
         for b, path, t in zip(blocks["population"].load(), paths, taken, strict=True)
@@ -519,9 +519,9 @@ def _project(
 def _check_k(config: JobConfig, kept: int, read: int) -> None:
     """k (or the elbow's largest k) must not exceed the population rows kept for clustering: a
     configuration error found before the PCA, not a traceback after it."""
-    elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
-    asked = [("k", "--k", config.kmeans.k)] + (
-        [("kmeans.k_max", "--k-max", config.kmeans.k_max)] if elbow else []
+    elbow = config.clustering.elbow if config.clustering.elbow is not None else config.clustering.k is None
+    asked = [("k", "--k", config.clustering.k)] + (
+        [("clustering.k_max", "--k-max", config.clustering.k_max)] if elbow else []
     )
     for key, option, k in asked:
         if k is not None and k > kept:
@@ -563,32 +563,40 @@ def _load_arrays(paths: list[str], storage_options: dict) -> np.ndarray:
 ELBOW_SEED_SAMPLE = 20_000
 
 
+def _segmenter_params(config: JobConfig) -> dict:
+    """The job's options of its clustering algorithm, beyond k and the seed."""
+    return (
+        {"covariance_type": config.clustering.covariance_type} if config.clustering.algorithm == "gmm" else {}
+    )
+
+
 def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
-    """SSE per k over ``k_min..k_max``. Each k is seeded more cheaply than the final fit (10 seedings on
-    20,000 of the sampled rows): the elbow needs the curve's shape, and 14 full seedings would dominate
-    the run."""
-    ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
+    """SSE (and the algorithm's own figures) per k over ``k_min..k_max``. Each k is seeded more cheaply
+    than the final fit (10 seedings on 20,000 of the sampled rows): the elbow needs the curve's shape, and
+    14 full seedings would dominate the run."""
+    ks = list(range(config.clustering.k_min, config.clustering.k_max + 1))
     sample = cluster.subsample(prepared.sample, ELBOW_SEED_SAMPLE, config.seed)
     return cluster.elbow(
         prepared.for_kmeans(),
         ks,
-        algorithm=config.kmeans.algorithm,
+        algorithm=config.clustering.algorithm,
         random_state=config.seed,
-        silhouette_sample=config.kmeans.silhouette_sample,
+        silhouette_sample=config.clustering.silhouette_sample,
         sample=sample,
         init_search_size=ELBOW_SEED_SAMPLE,
         n_init=10,
+        **_segmenter_params(config),
         on_k=lambda i, k: stage.detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )
 
 
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:
-    """Fit k-means over ``k_min..k_max`` and return SSE, silhouette and the recommended k (no run folder)."""
+    """Fit the job's algorithm over ``k_min..k_max`` and return the elbow table (no run folder)."""
     import tempfile
 
     checked = checked or preflight(config)
     config = copy.deepcopy(config)
-    config.kmeans.elbow = True  # k_max is then checked against the rows kept
+    config.clustering.elbow = True  # k_max is then checked against the rows kept
     with (
         tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work,
         open_cluster(checked.profile) as session,
@@ -618,7 +626,7 @@ def assign_file(
     source = read_table(
         input_path, model.schema, name if name in TABLES else "mailout_test", storage_options, sep=sep
     )
-    assigned = source.frame.map_partitions(model.assign_partition, name, meta=_ASSIGNMENT_META)
+    assigned = source.frame.map_partitions(model.assign_partition, name, meta=_assignment_meta(model))
     staging = f"{out.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
     fs, target = url_to_fs(out, **(storage_options or {}))
     staged = url_to_fs(staging, **(storage_options or {}))[1]
@@ -637,16 +645,19 @@ def assign_file(
     if fs.exists(target):
         fs.rm(target, recursive=True)
     fs.mv(staged, target, recursive=True)
-    return counts.reindex(segment_names(len(model.kmeans.cluster_centers_)), fill_value=0)
+    return counts.reindex(segment_names(model.segmenter.n_clusters), fill_value=0)
 
 
-_ASSIGNMENT_META = pd.DataFrame(
-    {
+def _assignment_meta(model: SegmentationModel) -> pd.DataFrame:
+    """The assignments' columns: ``LNR, table, segment``, and ``probability`` when the segmenter gives one."""
+    columns = {
         "LNR": pd.Series(dtype="int64"),
         "table": pd.Series(dtype="string"),
         "segment": pd.Series(dtype="string"),
     }
-)
+    if model.segmenter.has_probability:
+        columns["probability"] = pd.Series(dtype="float64")
+    return pd.DataFrame(columns)
 
 
 def _assign_population_block(model: SegmentationModel, block, reduced: np.ndarray) -> pd.DataFrame:
@@ -666,7 +677,7 @@ def _assignments(prepared: Prepared, name: str) -> dd.DataFrame:
         ]
     else:
         parts = [dask.delayed(_call)(shared, "assign_block", block, name) for block in blocks]
-    return dd.from_delayed(parts, meta=_ASSIGNMENT_META, verify_meta=False)
+    return dd.from_delayed(parts, meta=_assignment_meta(prepared.model), verify_meta=False)
 
 
 def _run_stages(
@@ -688,13 +699,13 @@ def _run_stages(
     storage = session.profile.storage_options
     with session.stage("cluster") as stage:
         if prepared.resumed == ["read", "scale", "reduce", "project"] and checkpoints.done("cluster"):
-            model.kmeans, elbow = _load_cluster(checkpoints)
+            model.segmenter, elbow = _load_cluster(checkpoints)
             prepared.resumed.append("cluster")
         else:
-            model.kmeans, elbow = _cluster(config, prepared, stage)
-            _save_cluster(checkpoints, model.kmeans, elbow)
+            model.segmenter, elbow = _cluster(config, prepared, stage)
+            _save_cluster(checkpoints, model.segmenter, elbow)
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
-        k = int(model.kmeans.n_clusters)
+        k = int(model.segmenter.n_clusters)
         prepared.sample = None  # 125 MB at the real size, not needed any more
     with session.stage("assign"):
         lazy = {}
@@ -719,7 +730,7 @@ def _run_stages(
         folder.write_csv("proportions.csv", proportions)
     response = _response_stage(config, prepared, proportions, folder, session)
     with session.stage("describe"):
-        centres_scaled = model.pca.inverse_transform(model.kmeans.cluster_centers_)
+        centres_scaled = model.pca.inverse_transform(model.segmenter.centres_)
         profiles = segment_profiles(
             centres_scaled, scaler.feature_names_, scaler.mean_, scaler.scale_, schema
         )
@@ -759,12 +770,7 @@ def _run_stages(
             "n_components": int(model.pca.n_components_),
             "explained_variance": float(np.sum(model.pca.explained_variance_ratio_)),
         },
-        "kmeans": {
-            "algorithm": config.kmeans.algorithm,
-            "k": k,
-            "k_recommended": recommended,
-            "sse": float(model.kmeans.sse_),
-        },
+        "clustering": _clustering_record(config, model.segmenter, recommended),
         "resumed": prepared.resumed,
         "checkpoint_key": checkpoints.key,
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
@@ -796,34 +802,53 @@ def _response_stage(
 
 def _cluster(
     config: JobConfig, prepared: Prepared, stage: Stage
-) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
-    """The elbow table (when asked, or when k is not given) and k-means at the given or recommended k."""
-    run_elbow = config.kmeans.elbow if config.kmeans.elbow is not None else config.kmeans.k is None
-    elbow = _elbow(config, prepared, stage) if run_elbow else None
-    k = config.kmeans.k or int(elbow.loc[elbow["recommended"], "k"].iloc[0])
-    stage.detail(f"k={k}")
-    kmeans = cluster.KMeansSegmenter(
-        n_clusters=k, algorithm=config.kmeans.algorithm, random_state=config.seed
+) -> tuple[segmenters.Segmenter, pd.DataFrame | None]:
+    """The elbow table (when asked, or when k is not given) and the segmenter at the given or recommended k."""
+    run_elbow = (
+        config.clustering.elbow if config.clustering.elbow is not None else config.clustering.k is None
     )
-    return kmeans.fit(prepared.for_kmeans(), sample=prepared.sample), elbow
+    elbow = _elbow(config, prepared, stage) if run_elbow else None
+    k = config.clustering.k or int(elbow.loc[elbow["recommended"], "k"].iloc[0])
+    stage.detail(f"k={k}")
+    segmenter = segmenters.make_segmenter(
+        config.clustering.algorithm, n_clusters=k, random_state=config.seed, **_segmenter_params(config)
+    )
+    return segmenter.fit(prepared.for_kmeans(), sample=prepared.sample), elbow
+
+
+def _clustering_record(config: JobConfig, segmenter: segmenters.Segmenter, recommended: int | None) -> dict:
+    """run.json's ``clustering`` block: the algorithm, k and how it was chosen, and the fitted objective."""
+    record = {
+        "algorithm": segmenters.algorithm_name(segmenter),
+        "k": int(segmenter.n_clusters),
+        "k_recommended": recommended,
+        "how_k_was_chosen": "given" if config.clustering.k else "elbow",
+        "objective": segmenter.objective,
+        "score": segmenter.score_,
+        "sse": float(segmenter.sse_),
+        **segmenter.elbow_figures(),
+    }
+    if hasattr(segmenter, "tree_"):
+        record["tree"] = segmenter.tree_
+    return record
 
 
 def _save_cluster(
-    checkpoints: Checkpoints, kmeans: cluster.KMeansSegmenter, elbow: pd.DataFrame | None
+    checkpoints: Checkpoints, segmenter: segmenters.Segmenter, elbow: pd.DataFrame | None
 ) -> None:
-    with checkpoints.writing("kmeans") as saved:
-        kmeans.save(saved)
+    with checkpoints.writing("segmenter") as saved:
+        segmenter.save(saved)
         if elbow is not None:
             elbow.to_csv(saved / "elbow.csv", index=False)
     checkpoints.mark("cluster", {"elbow": elbow is not None})
 
 
-def _load_cluster(checkpoints: Checkpoints) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
-    def load(saved: Path) -> tuple[cluster.KMeansSegmenter, pd.DataFrame | None]:
+def _load_cluster(checkpoints: Checkpoints) -> tuple[segmenters.Segmenter, pd.DataFrame | None]:
+    def load(saved: Path) -> tuple[segmenters.Segmenter, pd.DataFrame | None]:
         elbow = pd.read_csv(saved / "elbow.csv") if checkpoints.payload("cluster")["elbow"] else None
-        return cluster.load(saved), elbow
+        return segmenters.load(saved), elbow
 
-    return checkpoints.read("kmeans", load)
+    return checkpoints.read("segmenter", load)
 
 
 def _pca_table(pca) -> pd.DataFrame:

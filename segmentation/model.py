@@ -1,4 +1,4 @@
-"""The fitted chain (clean -> encode -> impute/scale -> PCA -> k-means) as one object that transforms a
+"""The fitted chain (clean -> encode -> impute/scale -> PCA -> segmenter) as one object that transforms a
 partition of any table and saves to / loads from a folder of JSON and NumPy files (never pickle)."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cluster, decompose
+from . import decompose, segmenters
 from .clean import Cleaner
 from .codes import Codebook, CodedBlock, CodeIndex, gather_rows
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
+from .segmenters import Segmenter
 
 INSUFFICIENT = "insufficient_data"
 MODEL_FORMAT = 1
@@ -55,17 +56,35 @@ class _ColumnLookup:
         return self._standardize(encoded)
 
 
-def assignments(ids: np.ndarray, aside: np.ndarray, labels: np.ndarray, table: str) -> pd.DataFrame:
-    """``LNR, table, segment``: set-aside rows get ``insufficient_data``, the others their label."""
+def assignments(
+    ids: np.ndarray, aside: np.ndarray, labels: np.ndarray, table: str, probability: np.ndarray | None = None
+) -> pd.DataFrame:
+    """``LNR, table, segment``: set-aside rows get ``insufficient_data``, the others their label; with
+    ``probability`` (of the kept rows) also ``probability``, the membership probability (NaN when set aside)."""
     segment = np.full(len(ids), INSUFFICIENT, dtype=object)
     segment[~aside] = np.asarray(labels).astype(str)
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "LNR": ids,
             "table": pd.array([table] * len(ids), dtype="string"),
             "segment": pd.array(segment, dtype="string"),
         }
     )
+    if probability is not None:
+        full = np.full(len(ids), np.nan)
+        full[~aside] = probability
+        frame["probability"] = full
+    return frame
+
+
+def segment_of(segmenter: Segmenter, reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels of a block of PCA coordinates, and the membership probability of each row in its segment
+    when the segmenter gives one (else None)."""
+    if not segmenter.has_probability:
+        return segmenter.predict_block(reduced), None
+    probabilities = segmenter.predict_proba_block(reduced)
+    labels = probabilities.argmax(axis=1).astype(np.int32) if len(reduced) else np.zeros(0, dtype=np.int32)
+    return labels, probabilities.max(axis=1) if len(reduced) else np.zeros(0)
 
 
 @dataclass
@@ -77,12 +96,21 @@ class SegmentationModel:
     encoder: Encoder
     scaler: ImputeScaler
     pca: object | None = None
-    kmeans: object | None = None
+    segmenter: Segmenter | None = None
     codebook: Codebook | None = None  # built from the schema when not given
 
     def __post_init__(self):
         if self.codebook is None:
             self.codebook = Codebook(self.schema)
+
+    @property
+    def kmeans(self) -> Segmenter | None:
+        """The segmenter, by its name from when it could only be k-means."""
+        return self.segmenter
+
+    @kmeans.setter
+    def kmeans(self, segmenter: Segmenter | None) -> None:
+        self.segmenter = segmenter
 
     # ---------------------------------------------------------------- pure block transforms
     def compile(self) -> SegmentationModel:
@@ -148,8 +176,8 @@ class SegmentationModel:
     def assign_block(self, block: CodedBlock, table: str) -> pd.DataFrame:
         """Coded block -> ``LNR, table, segment`` for every row (set-aside rows included)."""
         aside, features = self.standardize_block(block)
-        labels = cluster.nearest_centre(self.pca.transform_array(features), self.kmeans.cluster_centers_)
-        return assignments(block.ids, aside, labels, table)
+        labels, probability = segment_of(self.segmenter, self.pca.transform_array(features))
+        return assignments(block.ids, aside, labels, table, probability)
 
     def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """``standardize_block`` of a typed pandas partition."""
@@ -163,8 +191,8 @@ class SegmentationModel:
         self, ids: np.ndarray, aside: np.ndarray, reduced: np.ndarray, table: str
     ) -> pd.DataFrame:
         """Row ids, the set-aside mask and the PCA coordinates of the kept rows -> assignments."""
-        labels = cluster.nearest_centre(reduced, self.kmeans.cluster_centers_)
-        return assignments(ids, aside, labels, table)
+        labels, probability = segment_of(self.segmenter, reduced)
+        return assignments(ids, aside, labels, table, probability)
 
     # ---------------------------------------------------------------- persistence
     def save(self, folder: str | Path, attributes_text: str) -> None:
@@ -176,7 +204,7 @@ class SegmentationModel:
         np.save(folder / "scaler_mean.npy", self.scaler.mean_)
         np.save(folder / "scaler_scale.npy", self.scaler.scale_)
         self.pca.save(folder / "pca")
-        self.kmeans.save(folder / "kmeans")
+        self.segmenter.save(folder / "segmenter")
         description = {
             "format": MODEL_FORMAT,
             "cleaner": {
@@ -217,6 +245,8 @@ class SegmentationModel:
         scaler.fill_values_ = np.load(folder / "scaler_fill.npy")
         scaler.mean_ = np.load(folder / "scaler_mean.npy")
         scaler.scale_ = np.load(folder / "scaler_scale.npy")
+        # Models saved before the segmenter registry keep their k-means in kmeans/.
+        segmenter = folder / "segmenter" if (folder / "segmenter").exists() else folder / "kmeans"
         return cls(
-            schema, cleaner, encoder, scaler, decompose.load(folder / "pca"), cluster.load(folder / "kmeans")
+            schema, cleaner, encoder, scaler, decompose.load(folder / "pca"), segmenters.load(segmenter)
         )

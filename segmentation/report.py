@@ -73,6 +73,11 @@ FIGURES = (
 )
 # Segment descriptions name at most this many attributes, each at least MIN_DIFFERENCE sd from the mean.
 DESCRIBED_ATTRIBUTES = 5
+ALGORITHM_NAMES = {
+    "minibatch": "mini-batch k-means",
+    "gmm": "a Gaussian mixture (EM)",
+    "bisecting": "bisecting k-means",
+}
 MIN_DIFFERENCE = 0.2
 REPRESENTATION_WORDS = {
     "over": "over-represented",
@@ -1087,9 +1092,9 @@ def _run_facts(run: dict, name: str) -> list[Block]:
             method.append([label, str(pca[key])])
     if "explained_variance" in pca:
         method.append(["Variance explained by them", format_share(pca["explained_variance"])])
-    kmeans = run.get("kmeans", {})
+    kmeans = run.get("clustering") or run.get("kmeans", {})  # "kmeans": run folders before the registry
     for key, label in (
-        ("algorithm", "k-means initialisation"),
+        ("algorithm", "Clustering algorithm"),
         ("k", "Segments k"),
         ("k_recommended", "k recommended by the elbow"),
     ):
@@ -1146,7 +1151,7 @@ def fixed_k_note(k: int) -> str:
 def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
     """The report as a list of blocks (headings, text, tables, figures), in reading order."""
     run = files.run
-    k = int(_require(run, "kmeans", "k"))
+    k = int(_require(run, "clustering" if "clustering" in run else "kmeans", "k"))
     n_components = int(_require(run, "pca", "n_components"))
     row_missing = float(_require(run, "thresholds", "row_missing"))
     column_missing = float(_require(run, "thresholds", "column_missing"))
@@ -1194,10 +1199,14 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         )
     blocks += descriptions
     blocks.append(Heading("Choice of k"))
+    clustering = run.get("clustering") or run["kmeans"]
+    blocks.append(
+        Paragraph(f"Segments were found by {ALGORITHM_NAMES.get(clustering.get('algorithm'), 'k-means')}.")
+    )
     if files.elbow is None or files.elbow.empty:
         blocks.append(Paragraph(fixed_k_note(k)))
     else:
-        blocks.append(FigureBlock("elbow", figure_elbow(files.elbow, k, run["kmeans"].get("k_recommended"))))
+        blocks.append(FigureBlock("elbow", figure_elbow(files.elbow, k, clustering.get("k_recommended"))))
     blocks += [
         Heading("Principal components"),
         FigureBlock("pca_variance", figure_pca_variance(files.pca, n_components, explained)),

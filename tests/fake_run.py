@@ -116,8 +116,8 @@ def write_fake_run(run_dir: str | Path, seed: int = 0) -> Path:
             "n_components": N_COMPONENTS,
             "explained_variance": float(pca.loc[N_COMPONENTS - 1, "cumulative"]),
         },
-        "kmeans": {
-            "algorithm": "kmeans||",
+        "clustering": {
+            "algorithm": "kmeans",
             "k": K,
             "k_recommended": K,
             "sse": float(elbow.loc[elbow["k"].eq(K), "sse"].iloc[0]),

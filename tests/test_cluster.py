@@ -217,7 +217,7 @@ def test_load_refuses_other_estimators(tmp_path):
     (tmp_path / "estimator.json").write_text(
         '{"estimator": "GramPCA", "params": {}, "attributes": {}, "arrays": []}'
     )
-    with pytest.raises(ValueError, match="not a KMeansSegmenter"):
+    with pytest.raises(ValueError, match="not a saved segmenter"):
         cluster.load(tmp_path)
 
 

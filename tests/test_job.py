@@ -217,7 +217,7 @@ def test_another_vendors_schema_end_to_end(other_vendor_files, profile, tmp_path
     result = run_job(config)
     recorded = result.run
     assert recorded["rows"]["population"]["read"] == 3000 and recorded["rows"]["customers"]["read"] == 800
-    assert recorded["kmeans"]["k"] == recorded["kmeans"]["k_recommended"] in (2, 3, 4)
+    assert recorded["clustering"]["k"] == recorded["clustering"]["k_recommended"] in (2, 3, 4)
     found = pd.read_parquet(f"{result.output}/assignments")
     assert len(found) == 3800
     profiles = pd.read_csv(f"{result.output}/profiles.csv")

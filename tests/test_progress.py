@@ -38,7 +38,7 @@ def small_job(tmp_path_factory):
             "inputs": {"population": str(root / "data" / "population.csv"),
                        "customers": str(root / "data" / "customers.csv")},
             "output": str(root / "runs" / name), "cluster": str(profile), "seed": 11, "blocksize": 1_000_000,
-            "kmeans": {"k": None, "k_min": 3, "k_max": 5}, "report": False,
+            "clustering": {"k": None, "k_min": 3, "k_max": 5}, "report": False,
         }))  # fmt: skip
         return path
 

@@ -406,7 +406,7 @@ def test_a_run_with_k_fixed_and_no_elbow_gets_a_note_instead_of_the_k_figure(tmp
     else:
         (run_dir / "elbow.csv").write_text("k,sse,silhouette,recommended\n")
     run = json.loads((run_dir / "run.json").read_text())
-    run["kmeans"]["k_recommended"] = None  # what a job that skipped the elbow records
+    run["clustering"]["k_recommended"] = None  # what a job that skipped the elbow records
     (run_dir / "run.json").write_text(json.dumps(run))
 
     html_path, pdf_path = write_report(run_dir)
