@@ -35,7 +35,7 @@ import pandas as pd
 from distributed import as_completed
 from fsspec.core import url_to_fs
 
-from . import __version__, cluster, decompose
+from . import __version__, cluster, decompose, stability
 from ._estimators import load_fitted, save_fitted, tree_reduce
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, merge_statistics
@@ -569,7 +569,7 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
     the run."""
     ks = list(range(config.kmeans.k_min, config.kmeans.k_max + 1))
     sample = cluster.subsample(prepared.sample, ELBOW_SEED_SAMPLE, config.seed)
-    return cluster.elbow(
+    table = cluster.elbow(
         prepared.for_kmeans(),
         ks,
         algorithm=config.kmeans.algorithm,
@@ -580,6 +580,8 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
         n_init=10,
         on_k=lambda i, k: stage.detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )
+    stage.detail("elbow stability")
+    return stability.with_stability(table, prepared.sample, stability.BOOTSTRAPS // 2, config.seed)
 
 
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:
@@ -695,6 +697,8 @@ def _run_stages(
             _save_cluster(checkpoints, model.kmeans, elbow)
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = int(model.kmeans.n_clusters)
+        stage.detail("stability")
+        stable = _segment_stability(prepared.sample, model.kmeans, k, config.seed)
         prepared.sample = None  # 125 MB at the real size, not needed any more
     with session.stage("assign"):
         lazy = {}
@@ -728,6 +732,7 @@ def _run_stages(
         model.save(folder.path("model"), attributes_text)
         if elbow is not None:
             folder.write_csv("elbow.csv", elbow)
+        folder.write_csv("stability.csv", stable)
         folder.write_csv("pca.csv", _pca_table(model.pca))
         folder.write_csv("pca_loadings.csv", _loadings(model.pca, scaler.feature_names_, schema))
         folder.write_csv("quality/columns.csv", _quality_columns(first_pass, schema, cleaner))
@@ -765,6 +770,7 @@ def _run_stages(
             "k_recommended": recommended,
             "sse": float(model.kmeans.sse_),
         },
+        "stability": stability.summary(stable),
         "resumed": prepared.resumed,
         "checkpoint_key": checkpoints.key,
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
@@ -772,6 +778,15 @@ def _run_stages(
         "duplicate_ids": {name: first_pass[name]["duplicate_ids"] for name in tables},
         "response": response,
     }
+
+
+def _segment_stability(sample: np.ndarray, segmenter, k: int, seed: int | None) -> pd.DataFrame:
+    """stability.csv: each segment's bootstrap stability on (a subsample of) the seeding sample, refitted
+    with scikit-learn k-means at the run's k (``segmentation.stability``)."""
+    rows = stability.subsample_rows(sample, stability.SAMPLE_SIZE, seed)
+    labels = np.asarray(segmenter.predict(rows))
+    fit_predict = stability.kmeans_fit_predict(k, seed)
+    return stability.segment_stability(rows, labels, fit_predict, stability.BOOTSTRAPS, seed)
 
 
 def _response_stage(

@@ -23,17 +23,21 @@ from sklearn.cluster import KMeans
 from .wording import stability_label
 
 BOOTSTRAPS = 20
-SAMPLE_SIZE = 5_000
+SAMPLE_SIZE = 3_000
 COLUMNS = ["segment", "jaccard_mean", "jaccard_low", "jaccard_high", "stability"]
 
 FitPredict = Callable[[np.ndarray], np.ndarray]
 
 
-def kmeans_fit_predict(k: int, random_state: int | None = None, n_init: int = 4) -> FitPredict:
-    """The default refit: scikit-learn ``KMeans`` (k-means++, ``n_init`` starts) on the given rows."""
+def kmeans_fit_predict(
+    k: int, random_state: int | None = None, n_init: int = 2, max_iter: int = 100
+) -> FitPredict:
+    """The default refit: scikit-learn ``KMeans`` (k-means++, ``n_init`` starts) on the given rows. Two
+    starts of at most 100 iterations: 20 refits on 3,000 rows of 300 components then take seconds, where
+    4 starts to convergence took 70 s on a loaded 2-core machine."""
 
     def fit_predict(rows: np.ndarray) -> np.ndarray:
-        return KMeans(n_clusters=k, n_init=n_init, random_state=random_state).fit_predict(rows)
+        return KMeans(k, n_init=n_init, max_iter=max_iter, random_state=random_state).fit_predict(rows)
 
     return fit_predict
 
@@ -93,7 +97,7 @@ def segment_stability(
     its 2.5% and 97.5% quantiles over the refits, and its label (stable / fuzzy / unstable)."""
     segments, jaccards = bootstrap_jaccard(sample, labels, fit_predict, bootstraps, random_state)
     mean = np.nanmean(jaccards, axis=0)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "segment": [str(s) for s in segments],
             "jaccard_mean": mean,
@@ -103,6 +107,8 @@ def segment_stability(
         },
         columns=COLUMNS,
     )
+    table.attrs.update(bootstraps=bootstraps, sample_rows=len(sample))
+    return table
 
 
 def stability_by_k(
@@ -150,3 +156,16 @@ def subsample_rows(rows: np.ndarray, size: int, random_state: int | None) -> np.
     if len(rows) <= size:
         return rows
     return rows[np.sort(np.random.default_rng(random_state).choice(len(rows), size, replace=False))]
+
+
+def summary(table: pd.DataFrame) -> dict:
+    """The run.json ``stability`` block: the method and each segment's mean Jaccard and label."""
+    return {
+        "method": "bootstrap best-match Jaccard (Hennig's clusterboot)",
+        "bootstraps": table.attrs.get("bootstraps"),
+        "sample_rows": table.attrs.get("sample_rows"),
+        "segments": {
+            str(row.segment): {"jaccard_mean": round(float(row.jaccard_mean), 4), "stability": row.stability}
+            for row in table.itertuples()
+        },
+    }
