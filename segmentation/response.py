@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .codes import CodedBlock
+from .compare import cumulative_gains
 from .io import InputError
 from .model import INSUFFICIENT, SegmentationModel
 
@@ -227,7 +228,8 @@ def cross_validate(
     segment's response rate (learnt on the training folds) and by the segment's lift (``lift[label]``).
 
     ``labels`` are the rows' segment indices. Returns {"folds", "model", "segment_rate", "segment_lift"}, each
-    ranking with ``roc_auc`` and ``pr_auc`` as {"mean", "std", "folds"}; the model's also ``seconds_per_fold``.
+    ranking with ``roc_auc`` and ``pr_auc`` as {"mean", "std", "folds"}; the model's also ``seconds_per_fold``
+    and ``gains``, the cumulative gains of its out-of-fold scores (``compare.cumulative_gains``).
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -238,10 +240,12 @@ def cross_validate(
         name: {"roc_auc": [], "pr_auc": []} for name in ("model", "segment_rate", "segment_lift")
     }
     seconds = []
+    out_of_fold = np.empty(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(X, y):
         started = time.perf_counter()
         predicted = make_model(seed=seed).fit(X[train], y[train]).predict(X[test])
+        out_of_fold[test] = predicted
         seconds.append(time.perf_counter() - started)
         positives = np.bincount(labels[train], weights=y[train], minlength=len(lift))
         rows = np.bincount(labels[train], minlength=len(lift))
@@ -255,6 +259,7 @@ def cross_validate(
             scores[name]["pr_auc"].append(average_precision_score(y[test], score))
     result = {name: {metric: _summary(v) for metric, v in values.items()} for name, values in scores.items()}
     result["model"]["seconds_per_fold"] = float(np.mean(seconds))
+    result["model"]["gains"] = cumulative_gains(y, out_of_fold)
     return {"folds": folds, **result}
 
 
