@@ -24,6 +24,7 @@ import math
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -41,7 +42,15 @@ from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.textpath import TextToPath
-from matplotlib.ticker import EngFormatter, FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator, PercentFormatter
+
+from .compare import wilson_interval
+from .wording import (
+    representation_grade,
+    representation_phrase,
+    stability_label,
+    structure_warning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +64,17 @@ SECTIONS = (
     "Segment shares",
     "Recommendations",
     "Segment profiles",
+    "Segments",
     "Choice of k",
     "Principal components",
     "Data quality",
     "Run facts",
 )
-# The figures, in report order (figure_<name> below); the HTML embeds one PNG for each (the elbow only when
-# the run folder has elbow.csv).
+# The figures, in report order (figure_<name> below); the HTML embeds one PNG for each (the gains chart only
+# when run.json holds the response model's cross-validated gains, the elbow only with elbow.csv).
 FIGURES = (
     "segment_shares",
+    "gains",
     "segment_profiles",
     "elbow",
     "pca_variance",
@@ -71,6 +82,18 @@ FIGURES = (
     "column_missing",
     "row_missing",
 )
+# Files of the run folder the report names, with what each holds (docs/run-folder.md).
+OUTPUT_FILES = {
+    "targets.parquet": "every assigned row ranked for targeting (by predicted response with a mail-out, else lift)",
+    "targets_top.csv": "the first rows of that ranking, to mail",
+    "proportions.csv": "segment shares, ratios, intervals and tests (and response rates)",
+    "profiles.csv": "every segment's mean of every feature, its name and persona",
+    "stability.csv": "each segment's bootstrap stability",
+    "mailout_scores.parquet": "the mail-out test rows with their predicted response and rank",
+    "submission.csv": "LNR,RESPONSE for the mail-out test rows",
+    "assignments/": "the segment of every row of every table",
+    "model/": "the fitted model, to segment new files with `segmentation assign`",
+}
 # Segment descriptions name at most this many attributes, each at least MIN_DIFFERENCE sd from the mean.
 DESCRIBED_ATTRIBUTES = 5
 MIN_DIFFERENCE = 0.2
@@ -81,7 +104,6 @@ REPRESENTATION_WORDS = {
 }
 
 A4_PORTRAIT = (8.27, 11.69)  # inches
-_Z95 = 1.959963984540054
 _PNG_DPI = 96
 _MARGIN = 0.7  # inches, left and right, on figure pages
 _COLOURS = {
@@ -165,12 +187,15 @@ class RunFiles:
     quality_columns: pd.DataFrame
     quality_rows: pd.DataFrame
     name: str = ""
+    stability: pd.DataFrame | None = None  # stability.csv, absent in runs made before it existed
+    outputs: tuple[str, ...] = ()  # the files of OUTPUT_FILES present in the run folder
 
 
 def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
     """Read run.json and the CSVs of a run folder; segment names stay strings ("0", not 0).
 
-    Every file is required except elbow.csv (None when absent: the job fixed k and skipped the elbow).
+    Every file is required except elbow.csv (None when absent: the job fixed k and skipped the elbow) and
+    stability.csv.
     """
     run_dir = Path(run_dir)
     text = {"segment": str, "attribute": str, "label": str, "column": str, "table": str}
@@ -199,6 +224,8 @@ def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
         quality_columns=csv("quality/columns.csv"),
         quality_rows=csv("quality/rows.csv"),
         name=_run_name(run_dir),
+        stability=csv("stability.csv", required=False),
+        outputs=tuple(name for name in OUTPUT_FILES if (run_dir / name).exists()),
     )
 
 
@@ -230,17 +257,6 @@ def segment_order(segments: Iterable[str]) -> list[str]:
         return (segment == INSUFFICIENT, int(segment) if segment.isdigit() else math.inf, segment)
 
     return sorted(dict.fromkeys(str(s) for s in segments), key=key)
-
-
-def wilson_interval(count, total, z: float = _Z95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a binomial share count/total (95% by default); arrays in, arrays out."""
-    count = np.asarray(count, dtype=float)
-    total = np.asarray(total, dtype=float)
-    share = count / total
-    denominator = 1 + z**2 / total
-    centre = (share + z**2 / (2 * total)) / denominator
-    half = z * np.sqrt(share * (1 - share) / total + z**2 / (4 * total**2)) / denominator
-    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
 def _ordered(proportions: pd.DataFrame) -> pd.DataFrame:
@@ -297,11 +313,21 @@ def describe_segment(
     return f"Compared with the population, {who} scores {joined}."
 
 
-def headline(proportions: pd.DataFrame, run: dict) -> list[str]:
-    """The few sentences a reader needs: who is over- and under-represented, and on what data."""
+def _grade(row: pd.Series) -> str:
+    """The wording grade of a proportions.csv row: 'in proportion' unless the test flags it
+    (``representation``), else 'slightly'/'strongly' over/under by the ratio (``wording``)."""
+    if row["representation"] not in ("over", "under"):
+        return "in proportion"
+    grade = representation_grade(row["ratio"], row["ratio_ci_low"], row["ratio_ci_high"])
+    return grade if grade.endswith(row["representation"]) else "in proportion"
+
+
+def headline(proportions: pd.DataFrame, run: dict, warning: str | None = None) -> list[str]:
+    """The few sentences a reader needs: how far to trust the segments (``warning``, from
+    ``wording.structure_warning``), who is over- and under-represented and how strongly, on what data."""
     table = _ordered(proportions)
     segments = table.drop(index=INSUFFICIENT, errors="ignore")
-    lines = []
+    lines = [warning] if warning else []
     for representation, name, lead in (
         ("over", "lift", "Over-represented among customers"),
         ("under", "ratio", "Under-represented among customers"),
@@ -310,8 +336,9 @@ def headline(proportions: pd.DataFrame, run: dict) -> list[str]:
             "ratio", ascending=representation == "under"
         )
         items = [
-            f"segment {s} ({name} {format_ratio(r.ratio)}; {format_share(r.customers_share)} of customers vs "
-            f"{format_share(r.population_share)} of the population)"
+            f"segment {s} ({_grade(r).split()[0]}: {name} {format_ratio(r.ratio)}; "
+            f"{format_share(r.customers_share)} of customers vs {format_share(r.population_share)} of the "
+            "population)"
             for s, r in chosen.iterrows()
         ]
         lines.append(f"{lead}: {_join(items)}." if items else f"{lead}: none at the 5% level.")
@@ -355,29 +382,45 @@ def recommendations(proportions: pd.DataFrame, row_missing: float) -> list[str]:
     """Paragraphs written from the numbers: whom to target, who is under-served, what insufficient_data is."""
     table = _ordered(proportions)
     segments = table.drop(index=INSUFFICIENT, errors="ignore")
+    grades = segments.apply(_grade, axis=1) if len(segments) else pd.Series(dtype=str)
     paragraphs = []
-    over = segments[segments["representation"] == "over"].sort_values("ratio", ascending=False)
+    over = segments[grades.str.endswith("over")].sort_values("ratio", ascending=False)
     for segment, row in over.iterrows():
         n = _shares_and_ratio(row)
-        paragraphs.append(
-            f"Target segment {segment}: it holds {n['customers']} of customers but {n['population']} of the "
-            f"population, a lift of {n['ratio']} ({n['ci']}). For its size it holds {n['ratio']} times as "
-            "many customers as the population would suggest; rank mail-out candidates from it first."
-        )
+        if grades[segment] == "strongly over":
+            paragraphs.append(
+                f"Target segment {segment}: it holds {n['customers']} of customers but {n['population']} of "
+                f"the population, a lift of {n['ratio']} ({n['ci']}). For its size it holds {n['ratio']} "
+                "times as many customers as the population would suggest; rank mail-out candidates from it "
+                "first."
+            )
+        else:
+            paragraphs.append(
+                f"Segment {segment} is slightly over-represented: {n['customers']} of customers against "
+                f"{n['population']} of the population, a lift of {n['ratio']} ({n['ci']}). A real but modest "
+                "lead: a second choice after the strongly over-represented segments."
+            )
     if over.empty:
         paragraphs.append(
             "No segment is over-represented among customers at the 5% level (two-sided, "
             "Bonferroni-corrected): the segmentation singles out no target group."
         )
-    under = segments[segments["representation"] == "under"].sort_values("ratio")
+    under = segments[grades.str.endswith("under")].sort_values("ratio")
     for segment, row in under.iterrows():
         n = _shares_and_ratio(row)
-        paragraphs.append(
-            f"Segment {segment} is under-served: {n['customers']} of customers against {n['population']} of "
-            f"the population (ratio {n['ratio']}, {n['ci']}). People like these are rarely customers today: "
-            "a low priority for a mail-out, or a group that needs a different offer."
-        )
-    similar = segments[segments["representation"] == "similar"]
+        if grades[segment] == "strongly under":
+            paragraphs.append(
+                f"Segment {segment} is under-served: {n['customers']} of customers against {n['population']} "
+                f"of the population (ratio {n['ratio']}, {n['ci']}). People like these are rarely customers "
+                "today: a low priority for a mail-out, or a group that needs a different offer."
+            )
+        else:
+            paragraphs.append(
+                f"Segment {segment} is slightly under-represented: {n['customers']} of customers against "
+                f"{n['population']} of the population (ratio {n['ratio']}, {n['ci']}). Somewhat fewer "
+                "customers than its size suggests: not a priority, but no gap either."
+            )
+    similar = segments[grades == "in proportion"]
     # a segment empty (or nearly) in one table has no finite interval: too small to judge, not "similar"
     small = similar[~(np.isfinite(similar["ratio_ci_high"]) & (similar["ratio_ci_low"] > 0))]
     similar = similar.drop(index=small.index)
@@ -471,7 +514,14 @@ def _wrap(text: str, width: float, size: float, weight: str = "normal") -> list[
 
 
 def _shorten(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
+    """``text`` in at most ``length`` characters, cut at a word boundary when one is near (not mid-word)."""
+    if len(text) <= length:
+        return text
+    cut = text[: length - 1]
+    space = cut.rfind(" ")
+    if space >= length // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:-(/") + "…"
 
 
 def _short_code(code: str, length: int = 26) -> str:
@@ -486,7 +536,8 @@ def _short_code(code: str, length: int = 26) -> str:
 
 def _attribute_label(attribute: str, label: str, length: int = 56) -> str:
     """'Financial type score: saver (FINANZ_SPARER)' in at most about ``length`` characters: the code
-    always shows; the label is shortened, and drops a one-hot value the code already shows."""
+    always shows; the label is shortened (in a 'kind: detail' label the kind, so the detail that tells
+    attributes apart stays whole), and drops a one-hot value the code already shows."""
     code = _short_code(attribute)
     if not label or label == attribute:
         return code
@@ -494,13 +545,19 @@ def _attribute_label(attribute: str, label: str, length: int = 56) -> str:
     if not sep or not attribute.endswith(f"={value}"):
         base = label
     suffix = f" ({code})"
-    return f"{_shorten(base, max(12, length - len(suffix)))}{suffix}"
+    room = max(12, length - len(suffix))
+    kind, colon, detail = base.partition(": ")
+    if len(base) > room and colon and room - len(detail) - 2 >= 8:
+        base = f"{_shorten(kind, room - len(detail) - 2)}: {detail}"
+    return f"{_shorten(base, room)}{suffix}"
 
 
 def _page(title: str, caption: str) -> Figure:
     """An A4 portrait figure with a title above and a caption below the area left to the axes."""
     width, height = A4_PORTRAIT
-    top, bottom = 1.05, 1.45  # inches kept free for the title and the caption
+    lines = _wrap(caption, (width - 2 * _MARGIN) * 72, 9)
+    # inches kept free for the title, and for the caption above the page number (0.6 in from the edge)
+    top, bottom = 1.05, max(1.45, len(lines) * 9 * 1.45 / 72 + 0.8)
     fig = Figure(
         figsize=A4_PORTRAIT,
         layout=ConstrainedLayoutEngine(
@@ -513,11 +570,15 @@ def _page(title: str, caption: str) -> Figure:
     FigureCanvasAgg(fig)
     fig.set_label(title)
     fig.text(_MARGIN / width, 1 - 0.6 / height, title, fontsize=14, weight="bold", va="top")
-    lines = _wrap(caption, (width - 2 * _MARGIN) * 72, 9)
     fig.text(
         _MARGIN / width, (bottom - 0.2) / height, "\n".join(lines), fontsize=9, va="top", linespacing=1.45
     )
+    _CAPTIONS[fig] = caption
     return fig
+
+
+# Each page figure's caption, for the HTML (which sets title and caption as text, not in the picture).
+_CAPTIONS: weakref.WeakKeyDictionary[Figure, str] = weakref.WeakKeyDictionary()
 
 
 def _segment_tick(segment: str) -> str:
@@ -646,8 +707,8 @@ def figure_segment_profiles(
         "Segment profiles: the most distinguishing attributes",
         f"Each column is a segment, each row one of the {top} most distinguishing attributes of some "
         "segment. Colour and number give the segment mean minus the population mean, in population standard "
-        "deviations (sd): red is higher than the population, blue lower. Column headers give the segment and "
-        "whether it is over- or under-represented among customers.",
+        "deviations (sd): red is higher than the population, blue lower. Column headers give the segment; ▲ "
+        "marks a segment over-represented among customers, ▼ one under-represented.",
     )
     ax = fig.subplots()
     # Colours saturate at 2 sd, so one extreme cell does not wash out the rest; the numbers stay exact.
@@ -656,9 +717,10 @@ def figure_segment_profiles(
     row_size = 8 if len(attributes) <= 30 else 7
     ax.set_yticks(range(len(attributes)), [_attribute_label(a, labels.get(a, "")) for a in attributes])
     ax.tick_params(axis="y", labelsize=row_size, length=0)
-    marks = {"over": "\nover", "under": "\nunder"}
+    # One short mark under each number: the words 'over'/'under' ran together over narrow columns.
+    marks = {"over": "\n▲", "under": "\n▼"}
     ax.set_xticks(range(len(segments)), [f"{s}{marks.get(representation.get(s, ''), '')}" for s in segments])
-    ax.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False, length=0)
+    ax.tick_params(axis="x", top=True, labeltop=True, bottom=False, labelbottom=False, length=0, labelsize=9)
     for tick, segment in zip(ax.get_xticklabels(), segments, strict=True):
         tick.set_color(_COLOURS.get(representation.get(segment, ""), "black"))
         if representation.get(segment, "") in marks:
@@ -691,27 +753,56 @@ def figure_segment_profiles(
 
 @_styled
 def figure_elbow(elbow: pd.DataFrame, k: int, k_recommended: int | None = None) -> Figure:
-    """Choice of k: within-cluster sum of squares and silhouette per k tried, the chosen k marked."""
+    """Choice of k: the sum of squares relative to the smallest k (an axis from 0, so a drop of a few
+    percent looks like one), the silhouette against the 0.1 below which segments overlap, and the
+    bootstrap stability per k when the elbow measured it; the chosen k marked."""
     elbow = elbow.sort_values("k")
     if k_recommended is None and "recommended" in elbow and elbow["recommended"].astype(bool).any():
         k_recommended = int(elbow.loc[elbow["recommended"].astype(bool), "k"].iloc[0])
     recommended = "" if k_recommended in (None, k) else f" The elbow method recommended k = {k_recommended}."
+    sse = pd.to_numeric(elbow["sse"], errors="coerce") if "sse" in elbow else pd.Series(dtype=float)
+    drop = ""
+    if sse.notna().sum() >= 2:
+        first, last = sse.dropna().iloc[0], sse.dropna().iloc[-1]
+        drop = (
+            f" From k = {int(elbow['k'].iloc[0])} to {int(elbow['k'].iloc[-1])} the SSE falls by "
+            f"{format_share(1 - last / first)}."
+        )
+    has_stability = "stability" in elbow and pd.to_numeric(elbow["stability"], errors="coerce").notna().any()
     fig = _page(
-        "Choice of k: sum of squares and silhouette",
-        f"k-means was fitted for every k shown. The sum of squared distances to the nearest centre (SSE) "
-        f"always falls as k grows; the bend (elbow) marks where more segments stop paying. A higher "
-        f"silhouette means better separated segments. The run used k = {k}.{recommended}",
+        "Choice of k: sum of squares, silhouette" + (" and stability" if has_stability else ""),
+        "k-means was fitted for every k shown. Top: the sum of squared distances to the nearest centre (SSE) "
+        "as a share of the SSE at the smallest k; it always falls as k grows, and a bend (elbow) marks where "
+        f"more segments stop paying.{drop} Middle: the mean silhouette (1: well separated; below 0.1 the "
+        "segments overlap)."
+        + (
+            " Bottom: the mean bootstrap stability of the segments (Jaccard; 0.85 and more: stable, below "
+            "0.6: unstable), which the recommendation weighs."
+            if has_stability
+            else ""
+        )
+        + f" The run used k = {k}.{recommended}",
     )
-    sse_ax, silhouette_ax = fig.subplots(2, 1, sharex=True)
-    panels = (
-        (sse_ax, "sse", "within-cluster sum of squares"),
-        (silhouette_ax, "silhouette", "mean silhouette"),
-    )
-    for ax, column, label in panels:
-        values = pd.to_numeric(elbow.get(column), errors="coerce") if column in elbow else None
+    panels = [("sse", "SSE, % of the smallest k's"), ("silhouette", "mean silhouette")]
+    if has_stability:
+        panels.append(("stability", "mean stability (Jaccard)"))
+    axes = np.atleast_1d(fig.subplots(len(panels), 1, sharex=True))
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        values = pd.to_numeric(elbow[column], errors="coerce") if column in elbow else None
         if values is None or values.isna().all():
             ax.text(0.5, 0.5, f"{column} not recorded", transform=ax.transAxes, ha="center", color="grey")
             continue
+        if column == "sse":
+            values = values / values.dropna().iloc[0] * 100
+            ax.set_ylim(0, 105)
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        elif column == "silhouette":
+            ax.axhline(0.1, color="#B2182B", lw=0.9, ls=":", label="0.1: weak below")
+            ax.set_ylim(min(0.0, float(values.min()) * 1.2), max(0.2, float(values.max()) * 1.2))
+        else:
+            ax.axhspan(0.85, 1.02, color=_COLOURS["over"], alpha=0.08, lw=0)
+            ax.axhspan(0.0, 0.6, color=_COLOURS["under"], alpha=0.08, lw=0)
+            ax.set_ylim(0, 1.02)
         ax.plot(elbow["k"], values, "o-", color=_COLOURS["population"], ms=5)
         chosen = elbow["k"] == k
         ax.plot(elbow.loc[chosen, "k"], values[chosen], "o", color=_COLOURS["customers"], ms=11, zorder=3)
@@ -719,12 +810,47 @@ def figure_elbow(elbow: pd.DataFrame, k: int, k_recommended: int | None = None) 
         if recommended:
             ax.axvline(k_recommended, color="grey", lw=1.0, ls=":", label=f"recommended k = {k_recommended}")
         ax.set_ylabel(label)
-        ax.legend(loc="upper right")
-    sse_ax.yaxis.set_major_formatter(EngFormatter(sep=""))
-    sse_ax.set_title("Within-cluster sum of squares (SSE)")
-    silhouette_ax.set_title("Silhouette")
-    silhouette_ax.set_xlabel("number of segments k")
-    silhouette_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(loc="lower right" if column != "silhouette" else "upper right")
+    titles = {
+        "sse": "Within-cluster sum of squares (SSE), relative",
+        "silhouette": "Silhouette",
+        "stability": "Stability",
+    }
+    for ax, (column, _) in zip(axes, panels, strict=True):
+        ax.set_title(titles[column])
+    axes[-1].set_xlabel("number of segments k")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig
+
+
+@_styled
+def figure_gains(gains: dict) -> Figure:
+    """Cumulative gains of the response model's out-of-fold scores on the mail-out training rows: the
+    share of responses reached by mailing the top x% of the ranking, against random mailing."""
+    mailed = np.asarray(gains["share_mailed"], dtype=float) * 100
+    reached = np.asarray(gains["share_responses"], dtype=float) * 100
+    lift = gains.get("top_decile_lift")
+    fig = _page(
+        "Who responds: cumulative gains of the response model",
+        "The mail-out training rows ranked by the response model's cross-validated (out-of-fold) scores: "
+        "mailing the top x% of the ranking reaches the share of all responses on the vertical axis. The "
+        "diagonal is random mailing. "
+        + (f"The top 10% hold {lift:.1f} times the base response rate." if lift is not None else ""),
+    )
+    ax = fig.subplots()
+    ax.plot(mailed, reached, "o-", color=_COLOURS["customers"], lw=2, label="response model")
+    ax.plot([0, 100], [0, 100], "--", color="#777777", lw=1, label="random mailing")
+    for x, y in zip(mailed[1:-1], reached[1:-1], strict=True):
+        ax.annotate(f"{y:.0f}%", (x, y), xytext=(-4, 6), textcoords="offset points", fontsize=8, ha="right")
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 102)
+    ax.set_aspect("equal")
+    ax.xaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+    ax.set_xlabel("share of the mail-out mailed, best scores first")
+    ax.set_ylabel("share of all responses reached")
+    ax.set_title("Cumulative gains (out-of-fold, 5 folds)")
+    ax.legend(loc="lower right")
     return fig
 
 
@@ -996,7 +1122,12 @@ class FigureBlock:
     figure: Figure
 
 
-Block = Heading | Paragraph | Bullets | Table | Preformatted | FigureBlock
+@dataclass
+class PageBreak:
+    """The PDF starts a new page here (a page per segment); the HTML ignores it."""
+
+
+Block = Heading | Paragraph | Bullets | Table | Preformatted | FigureBlock | PageBreak
 
 
 def _shares_table(proportions: pd.DataFrame) -> Table:
@@ -1012,7 +1143,7 @@ def _shares_table(proportions: pd.DataFrame) -> Table:
                 format_ratio(row["ratio"]),
                 f"{format_ratio(row['ratio_ci_low'])} – {format_ratio(row['ratio_ci_high'])}",
                 format_p(row["p_value"]),
-                row["representation"],
+                _grade(row),
             ]
         )
     header = [
@@ -1024,9 +1155,10 @@ def _shares_table(proportions: pd.DataFrame) -> Table:
         "Ratio",
         "Ratio\n95% CI",
         "p-value",
-        "Represent-\nation",
+        "Reading",
     ]
-    return Table(header, rows, "segment-shares", [False, True, True, True, True, True, True, True, False])
+    numeric = [False, True, True, True, True, True, True, True, False]
+    return Table(header, rows, "segment-shares", numeric)
 
 
 def _run_facts(run: dict, name: str) -> list[Block]:
@@ -1044,10 +1176,8 @@ def _run_facts(run: dict, name: str) -> list[Block]:
     blocks.append(Table(["Fact", "Value"], facts, "run"))
 
     if run.get("inputs"):
-        blocks += [
-            Heading("Inputs", 3),
-            Table(["Input", "Path"], [[k, str(v)] for k, v in run["inputs"].items()], "inputs"),
-        ]
+        rows = [[key, file_name(value)] for key, value in run["inputs"].items()]
+        blocks += [Heading("Inputs", 3), Table(["Input", "File"], rows, "inputs")]
     if run.get("rows"):
         rows = [
             [
@@ -1087,9 +1217,9 @@ def _run_facts(run: dict, name: str) -> list[Block]:
             method.append([label, str(pca[key])])
     if "explained_variance" in pca:
         method.append(["Variance explained by them", format_share(pca["explained_variance"])])
-    kmeans = run.get("kmeans", {})
+    kmeans = _clustering(run)
     for key, label in (
-        ("algorithm", "k-means initialisation"),
+        ("algorithm", "Clustering algorithm"),
         ("k", "Segments k"),
         ("k_recommended", "k recommended by the elbow"),
     ):
@@ -1120,7 +1250,8 @@ def _run_facts(run: dict, name: str) -> list[Block]:
             Heading("Versions", 3),
             Table(["Package", "Version"], [[k, str(v)] for k, v in run["versions"].items()], "versions"),
         ]
-    cluster = run.get("cluster", {})
+    # The scheduler address and dashboard link are dead once the run ends: left out.
+    cluster = {k: v for k, v in run.get("cluster", {}).items() if k not in ("scheduler", "dashboard")}
     if cluster:
         rows = [
             [key.replace("_", " "), _format_bytes(value) if key.startswith("memory") else str(value)]
@@ -1129,9 +1260,40 @@ def _run_facts(run: dict, name: str) -> list[Block]:
         blocks += [Heading("Cluster", 3), Table(["Setting", "Value"], rows, "cluster")]
     if run.get("config"):
         blocks.append(
-            Preformatted("Configuration as run", json.dumps(run["config"], indent=2, sort_keys=True))
+            Preformatted(
+                "Configuration as run (paths by file name)",
+                json.dumps(_file_names(run["config"]), indent=2, sort_keys=True),
+            )
         )
     return blocks
+
+
+def file_name(path: object) -> str:
+    """A path or URL by its file name ('/home/me/data/population.csv' -> 'population.csv'): the report
+    travels, and a local absolute path means nothing on the reader's machine. None stays 'packaged'."""
+    if path is None:
+        return "packaged"
+    text = str(path).rstrip("/\\")
+    return text.replace("\\", "/").rsplit("/", 1)[-1] or text
+
+
+def _file_names(value):
+    """The configuration with every path-like string (one holding a slash) reduced to its file name."""
+    if isinstance(value, dict):
+        return {k: _file_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_file_names(v) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return file_name(value)
+    return value
+
+
+def _outputs(files: RunFiles) -> list[Block]:
+    """The files a reader acts on, by name, with what each holds."""
+    if not files.outputs:
+        return []
+    rows = [[name, OUTPUT_FILES[name]] for name in files.outputs]
+    return [Heading("Files of this run", 3), Table(["File", "What it holds"], rows, "outputs")]
 
 
 def fixed_k_note(k: int) -> str:
@@ -1146,7 +1308,8 @@ def fixed_k_note(k: int) -> str:
 def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
     """The report as a list of blocks (headings, text, tables, figures), in reading order."""
     run = files.run
-    k = int(_require(run, "kmeans", "k"))
+    clustering = _clustering(run)
+    k = int(_require({"clustering": clustering}, "clustering", "k"))
     n_components = int(_require(run, "pca", "n_components"))
     row_missing = float(_require(run, "thresholds", "row_missing"))
     column_missing = float(_require(run, "thresholds", "column_missing"))
@@ -1160,12 +1323,13 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         Heading(REPORT_TITLE, 1),
         Paragraph(subtitle),
         Heading("Headline"),
-        Bullets(headline(proportions, run)),
+        Bullets(headline(proportions, run, _warning(files, k))),
         Heading("Segment shares"),
         FigureBlock("segment_shares", figure_segment_shares(proportions)),
         _shares_table(proportions),
         Heading("Recommendations"),
         *[Paragraph(p) for p in recommendations(proportions, row_missing)],
+        *_outputs(files),
         *_response_section(proportions, run.get("response")),
         Heading("Segment profiles"),
         FigureBlock("segment_profiles", figure_segment_profiles(profiles, proportions, top_attributes)),
@@ -1193,11 +1357,12 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
             )
         )
     blocks += descriptions
+    blocks += _segment_pages(files)
     blocks.append(Heading("Choice of k"))
     if files.elbow is None or files.elbow.empty:
         blocks.append(Paragraph(fixed_k_note(k)))
     else:
-        blocks.append(FigureBlock("elbow", figure_elbow(files.elbow, k, run["kmeans"].get("k_recommended"))))
+        blocks.append(FigureBlock("elbow", figure_elbow(files.elbow, k, clustering.get("k_recommended"))))
     blocks += [
         Heading("Principal components"),
         FigureBlock("pca_variance", figure_pca_variance(files.pca, n_components, explained)),
@@ -1207,6 +1372,100 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         FigureBlock("row_missing", figure_row_missing(files.quality_rows, row_missing, run.get("rows"))),
         *_run_facts(run, files.name),
     ]
+    return blocks
+
+
+def _clustering(run: dict) -> dict:
+    """run.json's clustering block (``clustering``, or ``kmeans`` in runs made before it was renamed)."""
+    return run.get("clustering") or run.get("kmeans") or {}
+
+
+def _warning(files: RunFiles, k: int) -> str | None:
+    """The headline's weak-structure warning, from the silhouette at the run's k and the stabilities."""
+    silhouette = None
+    if files.elbow is not None and "silhouette" in files.elbow:
+        at_k = pd.to_numeric(files.elbow.loc[files.elbow["k"].astype(int) == k, "silhouette"], errors="coerce")
+        silhouette = float(at_k.iloc[0]) if len(at_k) and at_k.notna().all() else None
+    stabilities = [] if files.stability is None else files.stability["jaccard_mean"].astype(float).tolist()
+    return structure_warning(silhouette, stabilities)
+
+
+SEGMENT_ATTRIBUTES = 6  # rows of each segment page's attribute table
+
+
+def _segment_pages(files: RunFiles) -> list[Block]:
+    """A page per segment: name, persona, shares with intervals, lift, response rate, stability, and its
+    most distinguishing attributes with labels, segment and population values."""
+    blocks: list[Block] = [
+        Heading("Segments"),
+        Paragraph(
+            "One page per segment: its name and profile in words (from its most distinguishing documented "
+            "attributes), its numbers with 95% intervals, how stable it is under bootstrap refits of the "
+            "clustering, and the attributes that set it apart."
+        ),
+    ]
+    table = _ordered(files.proportions)
+    stability = (
+        files.stability.set_index("segment") if files.stability is not None else pd.DataFrame()
+    )
+    totals = {t: table[f"{t}_count"].sum() for t in ("population", "customers")}
+    for segment, row in table.drop(index=INSUFFICIENT, errors="ignore").iterrows():
+        rows = files.profiles[files.profiles["segment"] == segment]
+        name = rows["segment_name"].iloc[0] if "segment_name" in rows and len(rows) else ""
+        blocks += [PageBreak(), Heading(f"Segment {segment}" + (f": {name}" if name else ""), 3)]
+        if "persona" in rows and len(rows):
+            blocks.append(Paragraph(rows["persona"].iloc[0]))
+        facts = []
+        for t, label in (("population", "Share of the population"), ("customers", "Share of customers")):
+            low, high = wilson_interval(row[f"{t}_count"], totals[t])
+            facts.append(
+                [label, f"{format_share(row[f'{t}_share'])} ({format_share(low)} – {format_share(high)})"]
+            )
+        facts.append(
+            [
+                "Customer/population ratio (lift)",
+                f"{format_ratio(row['ratio'])} ({format_ratio(row['ratio_ci_low'])} – "
+                f"{format_ratio(row['ratio_ci_high'])}): "
+                f"{representation_phrase(row['ratio'], row['ratio_ci_low'], row['ratio_ci_high'])}",
+            ]
+        )
+        if "response_rate" in row and row.get("mailout_count", 0):
+            facts.append(
+                [
+                    "Mail-out response rate",
+                    f"{row['response_rate']:.2%} ({row['response_ci_low']:.2%} – {row['response_ci_high']:.2%}),"
+                    f" {int(row['mailout_responses']):,} of {int(row['mailout_count']):,}",
+                ]
+            )
+        if segment in stability.index:
+            jaccard = stability.loc[segment]
+            facts.append(
+                [
+                    "Stability (bootstrap Jaccard)",
+                    f"{jaccard['jaccard_mean']:.2f} ({jaccard['jaccard_low']:.2f} – "
+                    f"{jaccard['jaccard_high']:.2f}): {stability_label(float(jaccard['jaccard_mean']))}",
+                ]
+            )
+        blocks.append(Table(["Measure", "Value (95% interval)"], facts, f"segment-{segment}"))
+        top = rows.sort_values("rank").head(SEGMENT_ATTRIBUTES)
+        if len(top):
+            attributes = [
+                [
+                    _attribute_label(r.attribute, r.label, 72),
+                    f"{r.segment_mean:.2f}",
+                    f"{r.population_mean:.2f}",
+                    format_sd(r.standardized_difference),
+                ]
+                for r in top.itertuples()
+            ]
+            blocks.append(
+                Table(
+                    ["Attribute", "Segment", "Population", "Difference"],
+                    attributes,
+                    f"segment-{segment}-attributes",
+                    [False, True, True, True],
+                )
+            )
     return blocks
 
 
@@ -1227,6 +1486,12 @@ def _response_section(proportions: pd.DataFrame, response: dict | None) -> list[
             f"(± {cv['model']['roc_auc']['std']:.3f}; segment rate alone {cv['segment_rate']['roc_auc']['mean']:.3f},"
             f" lift alone {cv['segment_lift']['roc_auc']['mean']:.3f})."
         )
+    gains = (cv or {}).get("model", {}).get("gains")
+    if gains:
+        text += (
+            f" Ranked by the model, the top 10% of the mail-out hold {gains['top_decile_lift']:.1f} times the "
+            "base response rate (out-of-fold)."
+        )
     files = ", ".join((response.get("files") or {}).values())
     rows = [
         [str(r.segment), format_ratio(r.ratio), f"{r.mailout_count:,}", f"{r.mailout_responses:,}",
@@ -1242,6 +1507,7 @@ def _response_section(proportions: pd.DataFrame, response: dict | None) -> list[
             + (f" {response['warning']}." if "warning" in response else "")
         ),
         Table(header, rows, "response", [False, True, True, True, True]),
+        *([FigureBlock("gains", figure_gains(gains))] if gains else []),
     ]
 
 
@@ -1256,11 +1522,13 @@ h2 { border-bottom: 2px solid #4C72B0; padding-bottom: 4px; margin-top: 2em; }
 h3 { margin-bottom: 0.3em; }
 nav ul { columns: 2; padding-left: 1.2em; }
 figure { margin: 1em 0; text-align: center; }
-figure img { width: 100%; max-width: 794px; border: 1px solid #ddd; }
+figure img { max-width: 100%; height: auto; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
 th { background: #f0f0ee; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+figure h3 { text-align: left; margin: 0 0 0.4em; }
+figcaption { text-align: left; font-size: 0.9em; color: #444; margin-top: 0.4em; }
 pre { background: #f6f6f4; padding: 12px; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -1270,9 +1538,17 @@ def _slug(text: str) -> str:
 
 
 def figure_png(figure: Figure, dpi: int = _PNG_DPI) -> bytes:
-    """The figure as PNG bytes."""
+    """The figure alone as PNG bytes: without the page's title, caption and running header (the HTML sets
+    them as text) and cropped to what is drawn, so no picture of a whole page."""
+    hidden = [text for text in figure.texts if text.get_visible()]
+    for text in hidden:
+        text.set_visible(False)
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
+    try:
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.1)
+    finally:
+        for text in hidden:
+            text.set_visible(True)
     return buffer.getvalue()
 
 
@@ -1321,10 +1597,17 @@ def render_html(blocks: Sequence[Block]) -> str:
                 f"<details><summary>{escape(block.summary)}</summary><pre>{escape(block.text)}</pre></details>"
             )
         elif isinstance(block, FigureBlock):
-            data = base64.b64encode(figure_png(block.figure)).decode("ascii")
+            png = figure_png(block.figure)
+            width, height = (int.from_bytes(png[i : i + 4], "big") for i in (16, 20))
+            data = base64.b64encode(png).decode("ascii")
             title = escape(block.figure.get_label() or block.name)
-            image = f'<img alt="{title}" src="data:image/png;base64,{data}">'
-            parts.append(f'<figure id="figure-{block.name}">{image}</figure>')
+            image = f'<img alt="{title}" width="{width}" height="{height}" src="data:image/png;base64,{data}">'
+            caption = _CAPTIONS.get(block.figure, "")
+            parts.append(
+                f'<figure id="figure-{block.name}"><h3>{title}</h3>{image}'
+                + (f"<figcaption>{escape(caption)}</figcaption>" if caption else "")
+                + "</figure>"
+            )
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"
 
@@ -1506,6 +1789,10 @@ class _PdfLayout:
             self.y += needed
         self.y += 8
 
+    def page_break(self) -> None:
+        self._emit_pending()
+        self._flush()
+
     def figure(self, figure: Figure) -> None:
         self._flush()
         self._decorate(figure)
@@ -1545,6 +1832,8 @@ def _write_pdf(blocks: Sequence[Block], path: str | os.PathLike) -> int:
                 layout.table(block)
             elif isinstance(block, FigureBlock):
                 layout.figure(block.figure)
+            elif isinstance(block, PageBreak):
+                layout.page_break()
         layout.finish()
         return layout.number
 
