@@ -58,11 +58,13 @@ REPORT_TITLE = "Customer Segmentation Report"
 HTML_NAME = "report.html"
 PDF_NAME = f"{REPORT_TITLE}.pdf"
 INSUFFICIENT = "insufficient_data"
-# Section titles, in report order; each appears in both the HTML and the PDF.
+# Section titles, in report order; each appears in both the HTML and the PDF ("Who responds" only when the
+# run had a mail-out with responses).
 SECTIONS = (
     "Headline",
     "Segment shares",
     "Recommendations",
+    "Who responds",
     "Segment profiles",
     "Segments",
     "Choice of k",
@@ -104,7 +106,7 @@ REPRESENTATION_WORDS = {
 }
 
 A4_PORTRAIT = (8.27, 11.69)  # inches
-_PNG_DPI = 96
+_PNG_DPI = 115  # HTML figures: about the width of the page column, heatmap text readable
 _MARGIN = 0.7  # inches, left and right, on figure pages
 _COLOURS = {
     "population": "#4C72B0",
@@ -1384,7 +1386,9 @@ def _warning(files: RunFiles, k: int) -> str | None:
     """The headline's weak-structure warning, from the silhouette at the run's k and the stabilities."""
     silhouette = None
     if files.elbow is not None and "silhouette" in files.elbow:
-        at_k = pd.to_numeric(files.elbow.loc[files.elbow["k"].astype(int) == k, "silhouette"], errors="coerce")
+        at_k = pd.to_numeric(
+            files.elbow.loc[files.elbow["k"].astype(int) == k, "silhouette"], errors="coerce"
+        )
         silhouette = float(at_k.iloc[0]) if len(at_k) and at_k.notna().all() else None
     stabilities = [] if files.stability is None else files.stability["jaccard_mean"].astype(float).tolist()
     return structure_warning(silhouette, stabilities)
@@ -1405,9 +1409,7 @@ def _segment_pages(files: RunFiles) -> list[Block]:
         ),
     ]
     table = _ordered(files.proportions)
-    stability = (
-        files.stability.set_index("segment") if files.stability is not None else pd.DataFrame()
-    )
+    stability = files.stability.set_index("segment") if files.stability is not None else pd.DataFrame()
     totals = {t: table[f"{t}_count"].sum() for t in ("population", "customers")}
     for segment, row in table.drop(index=INSUFFICIENT, errors="ignore").iterrows():
         rows = files.profiles[files.profiles["segment"] == segment]
@@ -1601,7 +1603,9 @@ def render_html(blocks: Sequence[Block]) -> str:
             width, height = (int.from_bytes(png[i : i + 4], "big") for i in (16, 20))
             data = base64.b64encode(png).decode("ascii")
             title = escape(block.figure.get_label() or block.name)
-            image = f'<img alt="{title}" width="{width}" height="{height}" src="data:image/png;base64,{data}">'
+            image = (
+                f'<img alt="{title}" width="{width}" height="{height}" src="data:image/png;base64,{data}">'
+            )
             caption = _CAPTIONS.get(block.figure, "")
             parts.append(
                 f'<figure id="figure-{block.name}"><h3>{title}</h3>{image}'
