@@ -132,3 +132,24 @@ def test_theme_column_of_the_attributes_file_wins():
         "attribute,kind,codes,unknown_codes,label,theme\nID,id,,,,\nSCORE,ordinal,1..5,,A score,loyalty\n"
     )
     assert attribute_theme(schema["SCORE"]) == "loyalty"
+
+
+def test_persona_leads_with_people_unless_the_neighbourhood_cars_differ_much_more():
+    schema = load_schema()
+
+    def rows(cars: float) -> pd.DataFrame:
+        names = ["KBA13_HERST_BMW_BENZ", "ALTERSKATEGORIE_GROB", "EINGEFUEGT_AM"]
+        return pd.DataFrame(
+            {
+                "segment": "0",
+                "attribute": names,
+                "label": [schema.label(n) for n in names],
+                "segment_mean": [4.0, 3.5, 1999.0],
+                "population_mean": [3.0, 2.8, 1995.0],
+                "standardized_difference": [cars, 0.7, 2.0],  # the record date differs most: never named
+            }
+        )
+
+    assert segment_persona(rows(1.0), schema)[1].startswith("On age and life stage")
+    assert segment_persona(rows(1.5), schema)[1].startswith("On cars")
+    assert "Record insertion" not in segment_persona(rows(1.0), schema)[1]
