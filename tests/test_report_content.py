@@ -151,3 +151,17 @@ def test_recommendations_are_graded(run_dir, ratio, low, high, representation, w
     assert words in text
     if "in proportion" in words:
         assert "Segments 1, 3, 4 and 7 hold customers in proportion" in text
+
+
+def test_a_run_folder_from_before_stability_and_personas_still_reports(tmp_path):
+    run_dir = write_fake_run(tmp_path / "old")
+    (run_dir / "stability.csv").unlink()
+    profiles = read_run_files(run_dir).profiles.drop(columns=["segment_name", "persona"])
+    profiles.to_csv(run_dir / "profiles.csv", index=False)
+    files = read_run_files(run_dir)
+    blocks = report.build_report(files)
+    tables = {b.id: b for b in blocks if isinstance(b, report.Table)}
+    assert "Stability (bootstrap Jaccard)" not in dict(tables["segment-0"].rows)
+    headings = [b.text for b in blocks if isinstance(b, report.Heading)]
+    assert "Segment 0" in headings
+    assert not any(isinstance(b, report.Bullets) and "Weak structure" in " ".join(b.items) for b in blocks)
