@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
+import pandas as pd
 import pytest
 from pypdf import PdfReader
 
@@ -165,3 +167,57 @@ def test_a_run_folder_from_before_stability_and_personas_still_reports(tmp_path)
     headings = [b.text for b in blocks if isinstance(b, report.Heading)]
     assert "Segment 0" in headings
     assert not any(isinstance(b, report.Bullets) and "Weak structure" in " ".join(b.items) for b in blocks)
+
+
+def _visible_texts(figure):
+    from matplotlib.text import Text
+
+    return [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments"),
+    [
+        ("segment_shares", lambda f: (f.proportions,)),
+        ("segment_profiles", lambda f: (f.profiles, f.proportions, 8)),
+        ("elbow", lambda f: (f.elbow, K)),
+        ("gains", lambda f: (f.run["response"]["cross_validation"]["model"]["gains"],)),
+        ("pca_loadings", lambda f: (f.pca_loadings, f.pca)),
+        ("column_missing", lambda f: (f.quality_columns, 0.3)),
+    ],
+)
+def test_figure_text_is_inside_the_page_and_tick_labels_do_not_overlap(run_dir, name, arguments):
+    figure = getattr(report, f"figure_{name}")(*arguments(read_run_files(run_dir)))
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    page = figure.bbox
+    for text in _visible_texts(figure):
+        box = text.get_window_extent(renderer)
+        if not np.isfinite(box.bounds).all():  # a tick outside its axis's limits: not drawn
+            continue
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, (
+            name,
+            text.get_text(),
+        )
+    for ax in figure.axes:
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            boxes = [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
+            boxes = [b for b in boxes if np.isfinite(b.bounds).all()]
+            for first, second in zip(boxes, boxes[1:], strict=False):
+                assert not first.overlaps(second), (name, ax.get_title())
+
+
+def test_heatmap_headers_stay_apart_with_fifteen_segments(run_dir):
+    files = read_run_files(run_dir)
+    base = files.profiles[files.profiles["segment"] == "0"]
+    profiles = pd.concat([base.assign(segment=str(s)) for s in range(15)], ignore_index=True)
+    marks = ["over", "under", "similar"]
+    proportions = pd.DataFrame({"segment": [str(s) for s in range(15)], "representation": marks * 5})
+    figure = report.figure_segment_profiles(profiles, proportions, 3)
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    (ax, *_) = figure.axes
+    boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels()]
+    assert len(boxes) == 15
+    for first, second in zip(boxes, boxes[1:], strict=False):
+        assert first.x1 < second.x0
