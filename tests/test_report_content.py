@@ -193,7 +193,7 @@ def test_figure_text_is_inside_the_page_and_tick_labels_do_not_overlap(run_dir, 
     page = figure.bbox
     for text in _visible_texts(figure):
         box = text.get_window_extent(renderer)
-        if not np.isfinite(box.bounds).all():  # a tick outside its axis's limits: not drawn
+        if not np.isfinite(box.extents).all():  # a tick outside its axis's limits: not drawn
             continue
         assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, (
             name,
@@ -202,7 +202,7 @@ def test_figure_text_is_inside_the_page_and_tick_labels_do_not_overlap(run_dir, 
     for ax in figure.axes:
         for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
             boxes = [t.get_window_extent(renderer) for t in labels if t.get_visible() and t.get_text()]
-            boxes = [b for b in boxes if np.isfinite(b.bounds).all()]
+            boxes = [b for b in boxes if np.isfinite(b.extents).all()]
             for first, second in zip(boxes, boxes[1:], strict=False):
                 assert not first.overlaps(second), (name, ax.get_title())
 

@@ -44,7 +44,6 @@ from .formats import (
 from .text import (
     DESCRIBED_ATTRIBUTES,
     MIN_DIFFERENCE,
-    REPRESENTATION_WORDS,
     _grade,
     describe_segment,
     fixed_k_note,
@@ -320,7 +319,7 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
                 continue
             lift = f"{'lift' if representation == 'over' else 'ratio'} {format_ratio(row['ratio'])}"
             descriptions += [
-                Heading(f"Segment {segment}: {REPRESENTATION_WORDS[representation]} ({lift})", 3),
+                Heading(f"Segment {segment}: {_grade_words(row)} ({lift})", 3),
                 Paragraph(describe_segment(rows, described)),
             ]
     if descriptions:
@@ -348,6 +347,12 @@ def build_report(files: RunFiles, top_attributes: int = 8) -> list[Block]:
         *_run_facts(run, files.name),
     ]
     return blocks
+
+
+def _grade_words(row: pd.Series) -> str:
+    """'strongly over-represented', 'slightly under-represented' or 'in proportion'."""
+    grade = _grade(row)
+    return grade if grade == "in proportion" else f"{grade}-represented"
 
 
 def _clustering(run: dict) -> dict:
