@@ -135,3 +135,23 @@ def response_rate_test(response: pd.DataFrame, exclude: tuple[str, ...] = ()) ->
         "min_expected": float(expected.min()),
         "segments": kept.index.tolist(),
     }
+
+
+def cumulative_gains(responses, scores, points: int = 10) -> dict:
+    """Cumulative gains of a ranking: mailing the top ``i / points`` of rows by ``scores`` (ties broken by
+    row order) reaches which share of the responses. Returns {"share_mailed", "share_responses",
+    "top_decile_lift"} (lists of ``points + 1`` values from 0; the lift is the response rate of the top
+    10% over the base rate, NaN without responses)."""
+    responses = np.asarray(responses, dtype="float64")
+    order = np.argsort(-np.asarray(scores, dtype="float64"), kind="stable")
+    captured = np.concatenate([[0.0], np.cumsum(responses[order])])
+    total = captured[-1]
+    cuts = np.round(np.linspace(0, len(responses), points + 1)).astype(int)
+    share = captured[cuts] / total if total else np.full(len(cuts), np.nan)
+    top = max(1, int(round(0.1 * len(responses))))
+    lift = (captured[top] / top) / (total / len(responses)) if total else float("nan")
+    return {
+        "share_mailed": (cuts / max(len(responses), 1)).tolist(),
+        "share_responses": [float(v) for v in share],
+        "top_decile_lift": float(lift),
+    }

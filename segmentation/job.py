@@ -35,7 +35,7 @@ import pandas as pd
 from distributed import as_completed
 from fsspec.core import url_to_fs
 
-from . import __version__, cluster, decompose, segmenters
+from . import __version__, cluster, decompose, segmenters, stability
 from ._estimators import load_fitted, save_fitted, tree_reduce
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, merge_statistics
@@ -576,7 +576,7 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
     14 full seedings would dominate the run."""
     ks = list(range(config.clustering.k_min, config.clustering.k_max + 1))
     sample = cluster.subsample(prepared.sample, ELBOW_SEED_SAMPLE, config.seed)
-    return cluster.elbow(
+    table = cluster.elbow(
         prepared.for_kmeans(),
         ks,
         algorithm=config.clustering.algorithm,
@@ -588,6 +588,8 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
         **_segmenter_params(config),
         on_k=lambda i, k: stage.detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )
+    stage.detail("elbow stability")
+    return stability.with_stability(table, prepared.sample, stability.BOOTSTRAPS // 2, config.seed)
 
 
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:
@@ -706,6 +708,8 @@ def _run_stages(
             _save_cluster(checkpoints, model.segmenter, elbow)
         recommended = int(elbow.loc[elbow["recommended"], "k"].iloc[0]) if elbow is not None else None
         k = int(model.segmenter.n_clusters)
+        stage.detail("stability")
+        stable = _segment_stability(prepared.sample, model.segmenter, config)
         prepared.sample = None  # 125 MB at the real size, not needed any more
     with session.stage("assign"):
         lazy = {}
@@ -739,6 +743,7 @@ def _run_stages(
         model.save(folder.path("model"), attributes_text)
         if elbow is not None:
             folder.write_csv("elbow.csv", elbow)
+        folder.write_csv("stability.csv", stable)
         folder.write_csv("pca.csv", _pca_table(model.pca))
         folder.write_csv("pca_loadings.csv", _loadings(model.pca, scaler.feature_names_, schema))
         folder.write_csv("quality/columns.csv", _quality_columns(first_pass, schema, cleaner))
@@ -771,6 +776,7 @@ def _run_stages(
             "explained_variance": float(np.sum(model.pca.explained_variance_ratio_)),
         },
         "clustering": _clustering_record(config, model.segmenter, recommended),
+        "stability": stability.summary(stable),
         "resumed": prepared.resumed,
         "checkpoint_key": checkpoints.key,
         "invalid_values": {name: first_pass[name]["invalid"] for name in tables},
@@ -778,6 +784,18 @@ def _run_stages(
         "duplicate_ids": {name: first_pass[name]["duplicate_ids"] for name in tables},
         "response": response,
     }
+
+
+def _segment_stability(sample: np.ndarray, segmenter, config: JobConfig) -> pd.DataFrame:
+    """stability.csv: each segment's bootstrap stability on (a subsample of) the seeding sample, refitted
+    in memory by scikit-learn's counterpart of the run's algorithm at its k (``segmentation.stability``)."""
+    seed = config.seed
+    rows = stability.subsample_rows(sample, stability.SAMPLE_SIZE, seed)
+    labels = np.asarray(segmenter.predict(rows))
+    fit_predict = stability.fit_predict_for(
+        config.clustering.algorithm, int(segmenter.n_clusters), seed, **_segmenter_params(config)
+    )
+    return stability.segment_stability(rows, labels, fit_predict, stability.BOOTSTRAPS, seed)
 
 
 def _response_stage(

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from .codes import CodedBlock
+from .compare import cumulative_gains
 from .io import InputError
 from .model import INSUFFICIENT, SegmentationModel
 
@@ -70,7 +71,7 @@ DEFAULT_ROUNDS = 300
 
 def feature_names(model: SegmentationModel) -> list[str]:
     """Names of the columns ``response_features`` returns."""
-    k = len(model.kmeans.cluster_centers_)
+    k = len(model.segmenter.centres_)
     return [
         *model.scaler.feature_names_,
         *(f"segment={i}" for i in range(k)),
@@ -85,7 +86,7 @@ def response_features(
     kept rows in ``feature_names`` order)."""
     aside, features = model.standardize_block(block)
     reduced = model.pca.transform_array(features)
-    centres = np.asarray(model.kmeans.cluster_centers_, dtype="float64")
+    centres = np.asarray(model.segmenter.centres_, dtype="float64")
     distances = np.sqrt(((reduced[:, None, :].astype("float64") - centres[None]) ** 2).sum(axis=2))
     labels = distances.argmin(axis=1) if len(reduced) else np.zeros(0, dtype=np.intp)
     membership = np.zeros_like(distances)
@@ -227,7 +228,8 @@ def cross_validate(
     segment's response rate (learnt on the training folds) and by the segment's lift (``lift[label]``).
 
     ``labels`` are the rows' segment indices. Returns {"folds", "model", "segment_rate", "segment_lift"}, each
-    ranking with ``roc_auc`` and ``pr_auc`` as {"mean", "std", "folds"}; the model's also ``seconds_per_fold``.
+    ranking with ``roc_auc`` and ``pr_auc`` as {"mean", "std", "folds"}; the model's also ``seconds_per_fold``
+    and ``gains``, the cumulative gains of its out-of-fold scores (``compare.cumulative_gains``).
     """
     from sklearn.metrics import average_precision_score, roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -238,10 +240,12 @@ def cross_validate(
         name: {"roc_auc": [], "pr_auc": []} for name in ("model", "segment_rate", "segment_lift")
     }
     seconds = []
+    out_of_fold = np.empty(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(X, y):
         started = time.perf_counter()
         predicted = make_model(seed=seed).fit(X[train], y[train]).predict(X[test])
+        out_of_fold[test] = predicted
         seconds.append(time.perf_counter() - started)
         positives = np.bincount(labels[train], weights=y[train], minlength=len(lift))
         rows = np.bincount(labels[train], minlength=len(lift))
@@ -255,6 +259,7 @@ def cross_validate(
             scores[name]["pr_auc"].append(average_precision_score(y[test], score))
     result = {name: {metric: _summary(v) for metric, v in values.items()} for name, values in scores.items()}
     result["model"]["seconds_per_fold"] = float(np.mean(seconds))
+    result["model"]["gains"] = cumulative_gains(y, out_of_fold)
     return {"folds": folds, **result}
 
 
@@ -409,7 +414,7 @@ def run_response(
     X = np.concatenate([p[3] for p in parts])
     y = _responses_of(ids, pd.concat(responses, ignore_index=True), id_column, ", ".join(train_paths))
 
-    k = len(model.kmeans.cluster_centers_)
+    k = len(model.segmenter.centres_)
     segments = np.full(len(ids), INSUFFICIENT, dtype=object)
     segments[~aside] = labels.astype(str)
     by_segment = compare_response(pd.Series(segments), pd.Series(y), segment_names(k))

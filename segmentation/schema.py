@@ -6,8 +6,9 @@ The schema is the only place that knows a vendor's columns. The Arvato schema sh
 File format (CSV, ``,``-separated, one row per column, in the order the columns appear in the data):
 
 - required: ``attribute, kind, codes, unknown_codes``
-- optional: ``label, information_level, tables, derive, missing_share_population,
-  missing_share_customers, missing_share_recoded, note``
+- optional: ``label, information_level, theme, tables, derive, missing_share_population,
+  missing_share_customers, missing_share_recoded, note`` (``theme`` groups attributes in the segment
+  personas: age and life stage, wealth and income, family, ...; see ``describe.attribute_theme``)
 
 ``kind`` is one of ``id, categorical, ordinal, numeric, binary, mixed, date, extra``; ``extra`` columns
 (e.g. the customers' ``CUSTOMER_GROUP``) are carried aside and never used as features. ``codes`` is
@@ -37,6 +38,7 @@ REQUIRED_COLUMNS = ("attribute", "kind", "codes", "unknown_codes")
 OPTIONAL_COLUMNS = (
     "label",
     "information_level",
+    "theme",
     "tables",
     "derive",
     "missing_share_population",
@@ -116,6 +118,7 @@ class Attribute:
     unknown_codes: tuple[str, ...] = ()
     label: str = ""
     information_level: str = ""
+    theme: str = ""
     tables: tuple[str, ...] = ()
     derive: tuple[Derived, ...] = ()
     missing_share_population: float | None = None
@@ -363,6 +366,7 @@ def parse_attributes(text: str, source: str = "<attributes>") -> Schema:
                 unknown_codes=unknown_codes,
                 label=row.get("label", ""),
                 information_level=row.get("information_level", ""),
+                theme=row.get("theme", ""),
                 tables=tables,
                 derive=derive,
                 note=row.get("note", ""),

@@ -1,7 +1,9 @@
 """A realistic fake run folder (see docs/run-folder.md), so report and target tests do not need the job.
 
 The fake has k = 8 segments plus ``insufficient_data``; segments 2 and 5 are over-represented among
-customers, 0 and 6 under-represented. Column names and labels come from the packaged Arvato
+customers, 0 and 6 under-represented; segment 7 is unstable (bootstrap Jaccard below 0.6). The mail-out
+training table has responses (response rates per segment, the response model's cross-validation and
+gains in run.json). Column names and labels come from the packaged Arvato
 attributes file. Every file agrees with every other: proportions.csv counts the assignments, run.json's
 row accounting matches both, and quality/rows.csv puts exactly the set-aside rows above the threshold.
 """
@@ -15,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from segmentation.compare import wilson_interval
+from segmentation.describe import with_personas
 from segmentation.schema import load_schema
 
 K = 8
@@ -54,12 +58,14 @@ def write_fake_run(run_dir: str | Path, seed: int = 0) -> Path:
     counts = _counts()
     _write_assignments(run_dir / "assignments", counts, rng)
     proportions = _proportions(counts)
+    proportions = pd.concat([proportions, _response(counts["mailout_train"])], axis=1)
     proportions.to_csv(run_dir / "proportions.csv", index=False)
     set_aside = {t: int(counts[t][-1]) for t in ("population", "customers")}
     _row_histogram(set_aside).to_csv(run_dir / "quality" / "rows.csv", index=False)
 
     features = _encoded_features(schema, set(dropped))
-    _profiles(features, rng).to_csv(run_dir / "profiles.csv", index=False)
+    with_personas(_profiles(features, rng), schema).to_csv(run_dir / "profiles.csv", index=False)
+    _stability().to_csv(run_dir / "stability.csv", index=False)
     pca = _pca()
     pca.to_csv(run_dir / "pca.csv", index=False)
     _pca_loadings(features, rng).to_csv(run_dir / "pca_loadings.csv", index=False)
@@ -123,6 +129,24 @@ def write_fake_run(run_dir: str | Path, seed: int = 0) -> Path:
             "sse": float(elbow.loc[elbow["k"].eq(K), "sse"].iloc[0]),
         },
         "invalid_values": {"population": {"KBA05_MODTEMP": 3}, "customers": {}},
+        "response": {
+            "rate_test": {"test": "chi-square", "statistic": 40.1, "dof": 8, "p_value": 3.1e-6},
+            "cross_validation": {
+                "folds": 5,
+                "model": {
+                    "roc_auc": {"mean": 0.74, "std": 0.02},
+                    "pr_auc": {"mean": 0.05, "std": 0.01},
+                    "gains": {
+                        "share_mailed": [i / 10 for i in range(11)],
+                        "share_responses": [0, 0.31, 0.48, 0.6, 0.7, 0.78, 0.85, 0.9, 0.95, 0.98, 1.0],
+                        "top_decile_lift": 3.1,
+                    },
+                },
+                "segment_rate": {"roc_auc": {"mean": 0.66, "std": 0.03}},
+                "segment_lift": {"roc_auc": {"mean": 0.64, "std": 0.03}},
+            },
+            "files": {"mailout_scores": "mailout_scores.parquet", "submission": "submission.csv"},
+        },
         "peak_worker_memory": 812000000,
     }
     (run_dir / "run.json").write_text(json.dumps(run, indent=2))
@@ -293,8 +317,43 @@ def _pca_loadings(features: list[tuple[str, str]], rng: np.random.Generator) -> 
     return frame.assign(_order=order).sort_values(["component", "_order"]).drop(columns="_order")
 
 
+# Per segment (0..7): the bootstrap Jaccard planted; segment 7 unstable.
+STABILITY = (0.93, 0.88, 0.95, 0.81, 0.86, 0.9, 0.87, 0.52)
+RESPONSE_RATES = (0.004, 0.011, 0.03, 0.012, 0.01, 0.025, 0.005, 0.012, 0.008)
+
+
+def _stability() -> pd.DataFrame:
+    mean = np.array(STABILITY)
+    return pd.DataFrame(
+        {
+            "segment": [str(s) for s in range(K)],
+            "jaccard_mean": mean,
+            "jaccard_low": mean - 0.08,
+            "jaccard_high": np.minimum(mean + 0.04, 1.0),
+            "stability": ["stable" if m >= 0.85 else "fuzzy" if m >= 0.6 else "unstable" for m in mean],
+        }
+    )
+
+
+def _response(mailout: np.ndarray) -> pd.DataFrame:
+    responses = np.round(mailout * np.array(RESPONSE_RATES)).astype(int)
+    low, high = wilson_interval(responses, mailout)
+    return pd.DataFrame(
+        {
+            "mailout_count": mailout,
+            "mailout_responses": responses,
+            "response_rate": responses / mailout,
+            "response_ci_low": low,
+            "response_ci_high": high,
+        }
+    )
+
+
 def _elbow() -> pd.DataFrame:
     k = np.arange(2, 16)
     sse = 1.8e6 * (0.55 + 0.9 / k) - np.where(k >= K, 6e4, 0)
     silhouette = 0.11 + 0.035 * np.exp(-(((k - K) / 2.5) ** 2))
-    return pd.DataFrame({"k": k, "sse": sse, "silhouette": silhouette, "recommended": k == K})
+    stability = np.clip(0.95 - 0.03 * (k - 2), 0, 1)
+    return pd.DataFrame(
+        {"k": k, "sse": sse, "silhouette": silhouette, "recommended": k == K, "stability": stability}
+    )

@@ -100,3 +100,15 @@ def test_response_rate_test_against_scipy_and_with_no_difference():
     assert response_rate_test(same)["p_value"] == pytest.approx(1.0)
     nothing = compare_response(pd.Series(["0", "1"]), pd.Series([0, 0]), ["0", "1"])
     assert response_rate_test(nothing)["p_value"] is None  # no responses at all: nothing to test
+
+
+def test_cumulative_gains_by_hand():
+    from segmentation.compare import cumulative_gains
+
+    # 20 rows, 4 responses; the ranking puts 2 of them in its top 10% (2 rows)
+    responses = [1, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    gains = cumulative_gains(responses, -np.arange(20), points=4)
+    assert gains["share_mailed"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert gains["share_responses"] == [0.0, 0.5, 0.75, 0.75, 1.0]
+    assert gains["top_decile_lift"] == pytest.approx((2 / 2) / (4 / 20))
+    assert np.isnan(cumulative_gains([0, 0], [1, 2])["top_decile_lift"])
