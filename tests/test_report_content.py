@@ -31,7 +31,6 @@ def run_dir(tmp_path_factory):
     run["inputs"] = dict(LOCAL)
     run["config"]["inputs"] = dict(LOCAL)
     run["config"]["output"] = str(run_dir)
-    run["clustering"] = run.pop("kmeans")  # the block's newer name is read as well
     (run_dir / "run.json").write_text(json.dumps(run))
     for name in ("targets.parquet", "targets_top.csv"):
         (run_dir / name).write_bytes(b"")
