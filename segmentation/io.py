@@ -19,7 +19,8 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,6 +277,19 @@ def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, bloc
     return raw, parsed
 
 
+@contextmanager
+def replace_when_done(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without error, rename it onto ``path``
+    (atomic on one file system), otherwise delete it, so ``path`` is never half-written."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
 def _read_row_group(piece: tuple[str, int, str], fs: fsspec.AbstractFileSystem) -> pa.Table:
     """One row group of a Parquet file; unreadable data (corrupt pages, a bad codec) is the input's fault and
     named as such, with the file and the row group, rather than a pyarrow traceback from a worker."""
@@ -292,15 +306,14 @@ def _read_parquet(path: str, storage_options: dict):
     """A Parquet file or folder as one task per row group (as ``_read_csv`` does per block), each parsed to a
     ``pyarrow.Table`` that the job's own pass reads directly. Only the footers are read here."""
     fs, local = url_to_fs(path, **storage_options)
-    fragments = list(pads.dataset(local, format="parquet", filesystem=fs).get_fragments())
+    dataset = pads.dataset(local, format="parquet", filesystem=fs)
     folder = fs.isdir(local)
     pieces = [
         (f.path, g.id, f"{path.rstrip('/')}/{posixpath.relpath(f.path, local)}" if folder else path)
-        for f in fragments
+        for f in dataset.get_fragments()
         for g in f.row_groups
     ]
-    with fs.open(pieces[0][0], "rb") as handle:
-        empty = _to_pandas(pq.ParquetFile(handle).schema_arrow.empty_table())
+    empty = _to_pandas(dataset.schema.empty_table())
     parsed = [dask.delayed(_read_row_group)(piece, fs) for piece in pieces]
     raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
     return raw, parsed

@@ -589,7 +589,14 @@ def _elbow(config: JobConfig, prepared: Prepared, stage: Stage) -> pd.DataFrame:
         on_k=lambda i, k: stage.detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )
     stage.detail("elbow stability")
-    return stability.with_stability(table, prepared.sample, stability.BOOTSTRAPS // 2, config.seed)
+    return stability.with_stability(
+        table,
+        prepared.sample,
+        stability.BOOTSTRAPS // 2,
+        config.seed,
+        config.clustering.algorithm,
+        **_segmenter_params(config),
+    )
 
 
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:

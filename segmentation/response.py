@@ -82,13 +82,13 @@ def feature_names(model: SegmentationModel) -> list[str]:
 def response_features(
     model: SegmentationModel, block: CodedBlock
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coded block -> (set-aside mask of every row, nearest centre of the kept rows, float32 features of the
-    kept rows in ``feature_names`` order)."""
+    """Coded block -> (set-aside mask of every row, segment of the kept rows (the segmenter's own labels, as
+    in the assignments), float32 features of the kept rows in ``feature_names`` order)."""
     aside, features = model.standardize_block(block)
     reduced = model.pca.transform_array(features)
     centres = np.asarray(model.segmenter.centres_, dtype="float64")
     distances = np.sqrt(((reduced[:, None, :].astype("float64") - centres[None]) ** 2).sum(axis=2))
-    labels = distances.argmin(axis=1) if len(reduced) else np.zeros(0, dtype=np.intp)
+    labels = model.segmenter.predict_block(reduced) if len(reduced) else np.zeros(0, dtype=np.intp)
     membership = np.zeros_like(distances)
     membership[np.arange(len(labels)), labels] = 1.0
     features[_missing_mask(model, block, np.flatnonzero(~aside))] = np.nan
@@ -519,8 +519,7 @@ def score_file(model_dir: str, input_path: str, out: str, storage_options: dict 
     where Dask runs them; the ranked ``LNR, segment, probability, rank`` (set-aside rows left out) is
     written to the Parquet file ``out`` atomically. Ties are broken by the run's lift when its
     proportions.csv sits next to the model folder. Returns the row accounting."""
-    from .io import read_table
-    from .report import replace_when_done
+    from .io import read_table, replace_when_done
 
     model = SegmentationModel.load(model_dir).compile()
     response = ResponseModel.load(Path(model_dir) / "response")

@@ -135,13 +135,19 @@ def segment_stability(
 
 
 def stability_by_k(
-    sample: np.ndarray, ks: list[int], bootstraps: int = 10, random_state: int | None = None
+    sample: np.ndarray,
+    ks: list[int],
+    bootstraps: int = 10,
+    random_state: int | None = None,
+    algorithm: str = "kmeans",
+    **params,
 ) -> pd.Series:
-    """Mean segment stability of k-means on ``sample`` for each k (the elbow table's ``stability``): the
-    clustering fitted on the whole sample, tested against ``bootstraps`` refits."""
+    """Mean segment stability of ``algorithm`` (refitted as ``fit_predict_for``) on ``sample`` for each k
+    (the elbow table's ``stability``): the clustering fitted on the whole sample, tested against
+    ``bootstraps`` refits."""
     values = {}
     for k in ks:
-        fit_predict = kmeans_fit_predict(k, random_state)
+        fit_predict = fit_predict_for(algorithm, k, random_state, **params)
         labels = fit_predict(sample)
         _, jaccards = bootstrap_jaccard(sample, labels, fit_predict, bootstraps, random_state)
         values[k] = float(np.nanmean(jaccards))
@@ -163,11 +169,19 @@ def recommend_stable_k(elbow: pd.DataFrame, minimum: float = 0.6) -> int:
     return min(stable, key=lambda k: (abs(k - chosen), k))
 
 
-def with_stability(elbow: pd.DataFrame, sample: np.ndarray, bootstraps: int, random_state: int | None):
-    """The elbow table with its ``stability`` column and ``recommended`` moved by ``recommend_stable_k``;
-    the elbow's own pick stays in ``recommended_by_sse``."""
+def with_stability(
+    elbow: pd.DataFrame,
+    sample: np.ndarray,
+    bootstraps: int,
+    random_state: int | None,
+    algorithm: str = "kmeans",
+    **params,
+):
+    """The elbow table with its ``stability`` column (``stability_by_k``) and ``recommended`` moved by
+    ``recommend_stable_k``; the elbow's own pick stays in ``recommended_by_sse``."""
     rows = subsample_rows(sample, SAMPLE_SIZE // 2, random_state)
-    stability = stability_by_k(rows, [int(k) for k in elbow["k"]], bootstraps, random_state)
+    ks = [int(k) for k in elbow["k"]]
+    stability = stability_by_k(rows, ks, bootstraps, random_state, algorithm, **params)
     elbow = elbow.assign(stability=elbow["k"].map(stability).to_numpy())
     elbow["recommended_by_sse"] = elbow["recommended"].astype(bool)
     elbow["recommended"] = elbow["k"] == recommend_stable_k(elbow)

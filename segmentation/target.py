@@ -30,7 +30,8 @@ import dask
 import dask.dataframe as dd
 import pandas as pd
 
-from .report import INSUFFICIENT, replace_when_done
+from .io import replace_when_done
+from .model import INSUFFICIENT
 
 logger = logging.getLogger(__name__)
 

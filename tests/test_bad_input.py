@@ -259,7 +259,9 @@ def test_corrupt_parquet(data, damage):
         if damage == "garbage"
         else content[:4] + b"\xff" * (len(content) // 3) + content[4 + len(content) // 3 :]
     )
-    expected = ["row group", "unreadable Parquet data"] if damage == "pages" else ["not a readable Parquet file"]
+    expected = (
+        ["row group", "unreadable Parquet data"] if damage == "pages" else ["not a readable Parquet file"]
+    )
     out = data / "runs" / f"parquet-{damage}"
     assert_fails_cleanly(run(data, out.name, population=path), 3, str(path), *expected, out=out)
 

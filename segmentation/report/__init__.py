@@ -21,12 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 from ..compare import wilson_interval
+from ..io import replace_when_done
 from .blocks import (
     FIGURES,
     REPORT_TITLE,
@@ -95,19 +94,6 @@ HTML_NAME = "report.html"
 
 
 PDF_NAME = f"{REPORT_TITLE}.pdf"
-
-
-@contextmanager
-def replace_when_done(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without error, rename it onto ``path``
-    (atomic on one file system), otherwise delete it, so ``path`` is never half-written."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def write_report(run_dir: str | os.PathLike, top_attributes: int = 8) -> tuple[Path, Path]:

@@ -166,6 +166,13 @@ def _page(title: str, caption: str) -> Figure:
 _CAPTIONS: weakref.WeakKeyDictionary[Figure, str] = weakref.WeakKeyDictionary()
 
 
+def _tables_in(quality: pd.DataFrame) -> list[str]:
+    """The tables of a quality frame: population and customers first, then the others by name."""
+    present = set(quality["table"])
+    first = [t for t in ("population", "customers") if t in present]
+    return first + sorted(present - set(first))
+
+
 def _segment_tick(segment: str) -> str:
     return "insufficient\ndata" if segment == INSUFFICIENT else segment
 
@@ -532,8 +539,7 @@ def figure_pca_loadings(
 def figure_column_missing(quality_columns: pd.DataFrame, column_missing: float, top: int = 20) -> Figure:
     """Missing share per column for each table, sorted, dropped columns in another colour; the most
     missing columns by name."""
-    tables = [t for t in ("population", "customers") if t in set(quality_columns["table"])]
-    tables += sorted(set(quality_columns["table"]) - set(tables))
+    tables = _tables_in(quality_columns)
     fig = _page(
         "Data quality: missing values per column",
         f"Share of missing values in each column after unknown codes were turned into missing values. "
@@ -619,8 +625,7 @@ def figure_column_missing(quality_columns: pd.DataFrame, column_missing: float, 
 @_styled
 def figure_row_missing(quality_rows: pd.DataFrame, row_missing: float, rows: dict | None = None) -> Figure:
     """Histogram of each row's missing share per table, the set-aside threshold marked."""
-    tables = [t for t in ("population", "customers") if t in set(quality_rows["table"])]
-    tables += sorted(set(quality_rows["table"]) - set(tables))
+    tables = _tables_in(quality_rows)
     fig = _page(
         "Data quality: missing values per row",
         f"How many rows miss how much of the kept columns (rows on a log scale, so both the nearly complete "

@@ -8,10 +8,9 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from ..model import INSUFFICIENT as INSUFFICIENT
+
 logger = logging.getLogger(__name__)
-
-
-INSUFFICIENT = "insufficient_data"
 
 
 def format_share(share: float) -> str:
