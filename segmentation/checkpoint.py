@@ -27,8 +27,8 @@ from fsspec.core import url_to_fs
 
 from . import __version__
 from .config import ConfigError, JobConfig
-from .io import owner_is_gone, process_owner
 from .preflight import expand_paths, input_paths
+from .run_folder import json_default, owner_is_gone, process_owner
 
 STAGES = ("read", "scale", "reduce", "project", "cluster")
 # Configuration that does not change the results: where things go and what is written besides them.
@@ -109,7 +109,7 @@ class Checkpoints:
 
     def mark(self, stage: str, payload: dict | None = None) -> None:
         """Write the stage's marker (with ``payload`` as JSON) last and atomically."""
-        data = json.dumps(payload or {}, default=_json_default).encode()
+        data = json.dumps(payload or {}, default=json_default).encode()
         if self.remote:  # an object is written whole or not at all
             self.fs.pipe(self._file(f"{stage}.done"), data)
             return
@@ -177,9 +177,3 @@ class Checkpoints:
 
 
 OWNER = "owner.json"
-
-
-def _json_default(value):
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")

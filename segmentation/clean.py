@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import dask
 import dask.dataframe as dd
@@ -16,7 +17,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._estimators import is_lazy, schema_of
+from ._estimators import is_lazy, schema_of, tree_reduce
 from .codes import Codebook, CodedBlock, CodeIndex, code_indexes
 from .scale import merge_histograms
 from .schema import Schema
@@ -222,3 +223,77 @@ def merge_statistics(*parts: tuple[dict, np.ndarray, np.ndarray]) -> tuple[dict,
 
 def _recoded_meta(frame: dd.DataFrame, schema: Schema) -> pd.DataFrame:
     return unknown_to_missing(frame._meta, schema)
+
+
+# ------------------------------------------------------------------------ the pass over the coded blocks
+
+
+@dataclass
+class KeptRows:
+    """What the pass over a table's coded blocks counts (``Cleaner.block_statistics``, merged): value counts
+    of the kept rows per kept column (None once the scaler is fitted), the histogram of every row's missing
+    share, and the rows kept for clustering in each block."""
+
+    counts: dict | None
+    row_missing: np.ndarray
+    per_block: np.ndarray
+
+    def to_payload(self) -> dict:
+        """JSON-ready, without the counts (the scale checkpoint keeps the scaler fitted on them)."""
+        return {"row_missing": self.row_missing.tolist(), "kept_rows": self.per_block.tolist()}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> KeptRows:
+        return cls(None, np.asarray(payload["row_missing"]), np.asarray(payload["kept_rows"]))
+
+
+def kept_row_statistics(blocks: dict[str, list], cleaner: Cleaner, codebook: Codebook) -> dict[str, KeptRows]:
+    """``KeptRows`` of each table of ``blocks`` (lazy coded blocks per table), in one computation."""
+    shared = dask.delayed(codebook, traverse=False)
+    lazy = {
+        name: tree_reduce(
+            [dask.delayed(cleaner.block_statistics)(shared, b) for b in loaded], merge_statistics
+        )
+        for name, loaded in blocks.items()
+    }
+    (computed,) = dask.compute(lazy)
+    return {name: KeptRows(*statistics) for name, statistics in computed.items()}
+
+
+def column_quality(missing: dict[str, pd.Series], schema: Schema, cleaner: Cleaner) -> pd.DataFrame:
+    """quality/columns.csv: each feature column's missing share per table (``missing``: the read pass's
+    counts, with ``__rows__``) and whether it was dropped."""
+    frames = []
+    for table, counts in missing.items():
+        share = counts.drop("__rows__") / max(int(counts["__rows__"]), 1)
+        columns = [c for c in share.index if c in schema and schema[c].is_feature]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "table": table,
+                    "column": columns,
+                    "label": [schema.label(c) for c in columns],
+                    "missing_share": share[columns].to_numpy(dtype="float64"),
+                    "dropped": [c in cleaner.dropped_columns_ for c in columns],
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def row_quality(row_missing: dict[str, np.ndarray]) -> pd.DataFrame:
+    """quality/rows.csv: per table, the histogram of the rows' missing shares over the kept columns."""
+    frames = []
+    for table, counts in row_missing.items():
+        edges = np.linspace(0.0, 1.0, len(counts) + 1)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "table": table,
+                    "missing_share_low": edges[:-1],
+                    "missing_share_high": edges[1:],
+                    "rows": counts,
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from . import __version__
 
@@ -109,9 +108,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{counts['set_aside']:,} set aside (insufficient_data)"
         )
     print(f"\nRun folder: {result.output}")
-    report = Path(result.output) / "report.html"
-    if report.exists():
-        print(f"Report: {report}\nPDF:    {Path(result.output) / 'Customer Segmentation Report.pdf'}")
+    from .run_folder import REPORT_HTML, REPORT_PDF, RunReader
+
+    run = RunReader(result.output, checked.profile.storage_options)
+    if run.exists(REPORT_HTML):
+        print(f"Report: {run.url(REPORT_HTML)}\nPDF:    {run.url(REPORT_PDF)}")
     return 0
 
 
@@ -144,7 +145,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_assign(args: argparse.Namespace) -> int:
-    from .job import assign_file
+    from .assign import assign_file
 
     if args.score:
         from .response import score_file

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import sklearn
 from sklearn.metrics import silhouette_score
 
 from ._estimators import as_row_blocked, log_duration, with_known_row_chunks
-from .segmenters import load, make_segmenter, segmenter_class
+from .segmenters import algorithm_name, load, make_segmenter, segmenter_class
 from .segmenters.base import (
     check_int,
     leading_axes,
@@ -27,6 +28,9 @@ from .segmenters.base import (
     sum_of_squared_distances,
 )
 from .segmenters.kmeans import ALGORITHMS, INITS, KMeansSegmenter
+
+if TYPE_CHECKING:
+    from .config import ClusterConfig
 
 __all__ = [
     "ALGORITHMS",
@@ -110,3 +114,100 @@ def elbow(
     frame = pd.DataFrame(rows, columns=["k", "sse", "silhouette", *cls.elbow_columns])
     frame["recommended"] = frame["k"] == cls.recommend(frame)
     return frame
+
+
+# ---------------------------------------------------------------------------------- the job's clustering
+
+ELBOW_SEED_SAMPLE = 20_000
+
+
+@dataclass
+class Clustered:
+    """The cluster stage's result: the fitted segmenter, and the elbow table when the elbow ran."""
+
+    segmenter: Any
+    elbow: pd.DataFrame | None
+
+    @property
+    def recommended(self) -> int | None:
+        """The elbow's recommended k (None without an elbow)."""
+        if self.elbow is None:
+            return None
+        return int(self.elbow.loc[self.elbow["recommended"].astype(bool), "k"].iloc[0])
+
+
+def algorithm_params(clustering: ClusterConfig) -> dict:
+    """The job's options of its clustering algorithm, beyond k and the seed."""
+    return {"covariance_type": clustering.covariance_type} if clustering.algorithm == "gmm" else {}
+
+
+def runs_elbow(clustering: ClusterConfig) -> bool:
+    """Whether the job runs the elbow: when asked, else when k is not given."""
+    return clustering.elbow if clustering.elbow is not None else clustering.k is None
+
+
+def job_elbow(
+    clustering: ClusterConfig,
+    X: Any,
+    sample: np.ndarray,
+    seed: int | None,
+    detail: Callable[[str], None] = lambda text: None,
+) -> pd.DataFrame:
+    """The job's elbow table over ``k_min..k_max`` of its algorithm, with stability per k. Each k is seeded
+    more cheaply than the final fit (10 seedings on 20,000 of the sampled rows): the elbow needs the
+    curve's shape, and 14 full seedings would dominate the run."""
+    from . import stability
+
+    ks = list(range(clustering.k_min, clustering.k_max + 1))
+    params = algorithm_params(clustering)
+    table = elbow(
+        X,
+        ks,
+        algorithm=clustering.algorithm,
+        random_state=seed,
+        silhouette_sample=clustering.silhouette_sample,
+        sample=subsample(sample, ELBOW_SEED_SAMPLE, seed),
+        init_search_size=ELBOW_SEED_SAMPLE,
+        n_init=10,
+        **params,
+        on_k=lambda i, k: detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
+    )
+    detail("elbow stability")
+    return stability.with_stability(
+        table, sample, stability.BOOTSTRAPS // 2, seed, clustering.algorithm, **params
+    )
+
+
+def fit_clustering(
+    clustering: ClusterConfig,
+    X: Any,
+    sample: np.ndarray,
+    seed: int | None,
+    detail: Callable[[str], None] = lambda text: None,
+) -> Clustered:
+    """The elbow (when ``runs_elbow``) and the segmenter fitted at the given or recommended k."""
+    table = job_elbow(clustering, X, sample, seed, detail) if runs_elbow(clustering) else None
+    k = clustering.k or Clustered(None, table).recommended
+    detail(f"k={k}")
+    segmenter = make_segmenter(
+        clustering.algorithm, n_clusters=k, random_state=seed, **algorithm_params(clustering)
+    )
+    return Clustered(segmenter.fit(X, sample=sample), table)
+
+
+def clustering_record(clustered: Clustered, k_given: bool) -> dict:
+    """run.json's ``clustering`` block: the algorithm, k and how it was chosen, and the fitted objective."""
+    segmenter = clustered.segmenter
+    record = {
+        "algorithm": algorithm_name(segmenter),
+        "k": int(segmenter.n_clusters),
+        "k_recommended": clustered.recommended,
+        "how_k_was_chosen": "given" if k_given else "elbow",
+        "objective": segmenter.objective,
+        "score": segmenter.score_,
+        "sse": float(segmenter.sse_),
+        **segmenter.elbow_figures(),
+    }
+    if hasattr(segmenter, "tree_"):
+        record["tree"] = segmenter.tree_
+    return record

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 from dask import delayed
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -372,3 +374,37 @@ def load(directory: str | Path) -> _BasePCA:
     if description.get("estimator") not in classes:
         raise ValueError(f"{directory}: {description.get('estimator')!r} is not a PCA solver of this module")
     return restore(classes[description["estimator"]], description)
+
+
+def explained_variance_table(pca: Any) -> pd.DataFrame:
+    """pca.csv: every component's explained variance ratio (1-based), the cumulative ratio, and whether the
+    fitted PCA keeps it."""
+    ratios = np.asarray(pca.all_explained_variance_ratio_, dtype="float64")
+    return pd.DataFrame(
+        {
+            "component": np.arange(1, len(ratios) + 1),
+            "explained_variance_ratio": ratios,
+            "cumulative": np.cumsum(ratios),
+            "kept": np.arange(len(ratios)) < pca.n_components_,
+        }
+    )
+
+
+def top_loadings(
+    pca: Any, feature_names: list[str], label: Callable[[str], str], components: int = 5, top: int = 10
+) -> pd.DataFrame:
+    """pca_loadings.csv: the ``top`` heaviest features (by absolute loading) of each of the first
+    ``components`` components, with their ``label``."""
+    rows = []
+    for component in range(min(components, pca.n_components_)):
+        weights = np.asarray(pca.components_[component])
+        for index in np.argsort(-np.abs(weights))[:top]:
+            rows.append(
+                {
+                    "component": component + 1,
+                    "attribute": feature_names[index],
+                    "label": label(feature_names[index]),
+                    "loading": float(weights[index]),
+                }
+            )
+    return pd.DataFrame(rows)

@@ -1,5 +1,5 @@
-"""Every read and write: tables from CSV or Parquet (local paths, globs or fsspec URLs), validation against
-the schema, CSV -> Parquet ingest, and the run folder that only appears once complete.
+"""Reading tables from CSV or Parquet (local paths, globs or fsspec URLs), validation against the schema,
+CSV -> Parquet ingest, and the atomic-write helper (the run folder is ``segmentation.run_folder``).
 
 Reading a CSV parses each byte block once with pyarrow (integer-coded columns as float64, string columns as
 text). The job then codes each raw partition straight into its block of code positions (``code_partition``);
@@ -11,13 +11,9 @@ Either way the CAMEO ``X``/``XX`` columns never fail with mismatched dtypes.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import posixpath
-import shutil
-import socket
-import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,7 +25,6 @@ import dask.dataframe as dd
 import fsspec
 import numpy as np
 import pandas as pd
-import psutil
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
@@ -38,7 +33,8 @@ from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 from fsspec.utils import read_block
 
-from .codes import POSITION_DTYPE, Codebook, CodedBlock, storage_dtype
+from ._estimators import tree_reduce
+from .codes import POSITION_DTYPE, Codebook, CodedBlock, save_block, storage_dtype
 
 # The header checks live in preflight (light imports, run before a cluster starts); re-exported here.
 from .preflight import InputError as InputError
@@ -47,6 +43,7 @@ from .preflight import is_parquet as is_parquet
 from .preflight import read_header as read_header
 from .preflight import table_columns
 from .schema import Attribute, Schema, canonical_code, format_codes
+from .scratch import Blocks, block_paths, scratch_folder
 
 logger = logging.getLogger(__name__)
 
@@ -577,157 +574,104 @@ def ingest(table: Table, out: str, storage_options: dict | None = None, also: di
     return {"rows": int(n), "invalid_values": counts}, extra
 
 
-# ---------------------------------------------------------------------------------------------- run folder
+# ------------------------------------------------------------------------------------------- the read pass
 
 
-class RunFolder:
-    """A run folder built in a temporary sibling and moved into place only when complete.
+@dataclass
+class FirstPass:
+    """What the read pass counts of a table: missing values per column (and ``__rows__``, the rows read),
+    invalid values per column, and the rows that repeat an id seen earlier."""
 
-    Small files (JSON, CSV, NumPy, the report) are written by the client into a local staging folder;
-    large ones (assignments) are written by the workers straight to ``url_for(name)``. For a remote
-    destination (``s3://...``) the staging folder lives in a private local temporary folder and is uploaded
-    to the remote temporary folder ``.NAME.tmp-*`` next to the destination; object stores cannot rename a
-    folder, so ``commit`` then copies the files into place, ``run.json`` last, and removes the temporary
-    folder: a remote run folder that has a ``run.json`` is complete.
-    """
-
-    def __init__(self, destination: str | os.PathLike, storage_options: dict | None = None):
-        self.destination = str(destination).rstrip("/")
-        self.storage_options = dict(storage_options or {})
-        self.fs, self._target = url_to_fs(self.destination, **self.storage_options)
-        self.remote = "://" in self.destination and not self.destination.startswith("file://")
-        token = uuid.uuid4().hex[:8]
-        name = posixpath.basename(self._target)
-        if self.remote:
-            # Named like a local staging folder, so that the report shows the run's name.
-            self._local_root: Path | None = Path(tempfile.mkdtemp(prefix="segmentation-run-"))
-            self.staging = self._local_root / f".{name}.tmp-{token}"
-            self.staging.mkdir()
-            self._remote_tmp = posixpath.join(posixpath.dirname(self._target), f".{name}.tmp-{token}")
-        else:
-            self._local_root = None
-            parent = Path(self._target).parent
-            parent.mkdir(parents=True, exist_ok=True)
-            self.staging = parent / f".{name}.tmp-{token}"
-            self.staging.mkdir()
-        self._owner = process_owner()
-        self._owner_file().write_text(json.dumps(self._owner))
-        if self.remote:
-            self.fs.pipe(f"{self._remote_tmp}/{OWNER_FILE}", json.dumps(self._owner).encode())
-
-    def _owner_file(self) -> Path:
-        return self.staging / OWNER_FILE
+    missing: pd.Series
+    invalid: dict[str, int]
+    duplicate_ids: int
 
     @property
-    def work_root(self) -> str:
-        """Where the job keeps its work folders (coded blocks, PCA coordinates, stage checkpoints):
-        ``.NAME.work`` next to the run folder, in object storage for a remote destination so remote
-        workers reach it. The job removes its work folder when the run succeeds."""
-        parent, name = posixpath.split(self._target) if self.remote else os.path.split(self._target)
-        if self.remote:
-            protocol = self.destination.split("://", 1)[0]
-            return f"{protocol}://{parent}/.{name}.work"
-        return str(Path(parent) / f".{name}.work")
+    def rows(self) -> int:
+        return int(self.missing["__rows__"])
 
-    def remove_dead_runs(self) -> list[str]:
-        """Remove the staging folders (``.NAME.tmp-*``) of runs whose process is gone from this host; those
-        of live processes, of other hosts or without an owner file are left. Returns the folders removed."""
-        parent, name = posixpath.split(self._target)
-        own = self._remote_tmp if self.remote else str(self.staging)
-        removed = []
-        for path in self.fs.glob(posixpath.join(parent, f".{name}.tmp-*")):
-            path = path.rstrip("/")
-            owner = f"{path}/{OWNER_FILE}"
-            if posixpath.basename(path) == posixpath.basename(own) or not self.fs.exists(owner):
-                continue
-            if owner_is_gone(json.loads(self.fs.cat_file(owner))):
-                self.fs.rm(path, recursive=True)
-                removed.append(path)
-        return removed
+    def to_payload(self) -> dict:
+        """JSON-ready (the read checkpoint)."""
+        return {
+            "missing": {str(c): int(v) for c, v in self.missing.items()},
+            "invalid": self.invalid,
+            "duplicate_ids": int(self.duplicate_ids),
+        }
 
-    def path(self, name: str) -> Path:
-        """A local path inside the staging folder (parents created)."""
-        target = self.staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return target
-
-    def url_for(self, name: str) -> str:
-        """Where workers write ``name`` (e.g. the assignments dataset)."""
-        if self.remote:
-            protocol = self.destination.split("://", 1)[0]
-            return f"{protocol}://{self._remote_tmp}/{name}"
-        return str(self.staging / name)
-
-    def write_json(self, name: str, payload: dict) -> Path:
-        target = self.path(name)
-        target.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
-        return target
-
-    def write_csv(self, name: str, frame: pd.DataFrame) -> Path:
-        target = self.path(name)
-        frame.to_csv(target, index=False)
-        return target
-
-    def commit(self) -> str:
-        """Move the complete folder into place (replacing an earlier run of the same name)."""
-        self._owner_file().unlink(missing_ok=True)
-        if self.remote:
-            self.fs.rm_file(f"{self._remote_tmp}/{OWNER_FILE}")
-            self.fs.put(str(self.staging) + "/", self._remote_tmp, recursive=True)
-            if self.fs.exists(self._target):
-                self.fs.rm(self._target, recursive=True)
-            self.fs.invalidate_cache()
-            run_json = f"{self._remote_tmp}/run.json"
-            for file in sorted(self.fs.find(self._remote_tmp), key=lambda f: f == run_json):
-                self.fs.copy(file, self._target + file[len(self._remote_tmp) :])
-            self.fs.rm(self._remote_tmp, recursive=True)
-            shutil.rmtree(self._local_root, ignore_errors=True)
-        else:
-            target = Path(self._target)
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-                target.rename(old)
-                self.staging.rename(target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                self.staging.rename(target)
-        return self.destination
-
-    def abandon(self) -> None:
-        """Remove everything written so far into the run folder (after a failure or Ctrl-C); the work
-        folder is the job's to keep or remove."""
-        shutil.rmtree(self.staging, ignore_errors=True)
-        if self.remote:
-            shutil.rmtree(self._local_root, ignore_errors=True)
-            if self.fs.exists(self._remote_tmp):
-                self.fs.rm(self._remote_tmp, recursive=True)
+    @classmethod
+    def from_payload(cls, payload: dict) -> FirstPass:
+        return cls(pd.Series(payload["missing"], dtype="int64"), payload["invalid"], payload["duplicate_ids"])
 
 
-OWNER_FILE = ".owner.json"
+def _code_and_save(
+    raw: pd.DataFrame, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict
+):
+    """Raw partition -> coded block saved at ``path``; returns ((missing counts, invalid counts), row ids).
+    ``checks`` is (strict, validate) of the table."""
+    block, invalid = code_partition(raw, codebook, source, *checks)
+    save_block(block, path, storage)
+    return (codebook.missing_counts(block), invalid), block.ids
 
 
-def process_owner() -> dict:
-    """This process: pid, host and start time (so a reused pid is not taken for it)."""
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": psutil.Process().create_time()}
+def _add_counts(*parts: tuple) -> tuple:
+    return tuple(sum(values[1:], values[0]) for values in zip(*parts, strict=True))
 
 
-def owner_is_gone(owner: dict) -> bool:
-    """Whether the process ``process_owner`` described has ended; never for another host's."""
-    if owner.get("host") != socket.gethostname():
-        return False
-    try:
-        return abs(psutil.Process(int(owner["pid"])).create_time() - float(owner["started"])) > 1e-3
-    except psutil.NoSuchProcess:
-        return True
+def code_tables(
+    tables: dict[str, Table],
+    codebook: Codebook,
+    work: str,
+    storage_options: dict,
+    allow_duplicate_ids: bool = False,
+    sep: str = ";",
+) -> tuple[dict[str, Blocks], dict[str, FirstPass]]:
+    """The read pass: parse, validate and code every partition of every table in one computation, each
+    coded block saved in the scratch folder ``work/TABLE/``; returns each table's ``Blocks`` and
+    ``FirstPass``.
+
+    An id that repeats within a table is an ``InputError`` naming it and both its lines, unless
+    ``allow_duplicate_ids`` (then the repeats are counted)."""
+    shared = dask.delayed(codebook, traverse=False)
+    blocks, lazy, ids = {}, {}, {}
+    for name, table in tables.items():
+        paths = block_paths(scratch_folder(work, name, storage_options), len(table.parts))
+        checks = (table.strict, table.validate)
+        parts = [
+            dask.delayed(_code_and_save, nout=2)(raw, shared, source, checks, path, storage_options)
+            for (source, raw), path in zip(table.parts, paths, strict=True)
+        ]
+        lazy[name] = tree_reduce([counts for counts, _ in parts], _add_counts)
+        ids[name] = [block_ids for _, block_ids in parts]
+        blocks[name] = Blocks(paths, codebook.rest_dtypes, storage_options)
+    counts, ids = dask.compute(lazy, ids)
+    id_column = codebook.schema.id_column
+    first_pass = {
+        name: FirstPass(
+            missing,
+            {c: int(v) for c, v in invalid.items() if v},
+            _duplicate_ids(tables[name], ids[name], id_column, allow_duplicate_ids, sep, storage_options),
+        )
+        for name, (missing, invalid) in counts.items()
+    }
+    return blocks, first_pass
 
 
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+def _duplicate_ids(
+    table: Table, ids: list[np.ndarray], id_column: str, allowed: bool, sep: str, storage_options: dict
+) -> int:
+    """How many rows repeat an id seen earlier in the table; raises ``InputError`` for the first repeated
+    id (naming both its lines) unless duplicates are ``allowed``."""
+    every = np.concatenate(ids) if ids else np.empty(0, dtype="int64")
+    unique, first_seen, seen = np.unique(every, return_index=True, return_counts=True)
+    repeats = len(every) - len(unique)
+    if repeats and not allowed:
+        value = int(every[first_seen[seen > 1].min()])
+        ends = np.cumsum([len(i) for i in ids])
+        rows = np.flatnonzero(every == value)[:2]
+        files = list(dict.fromkeys(table.parts[np.searchsorted(ends, r, "right")][0] for r in rows))
+        where = duplicate_id_locations(files, id_column, value, sep, storage_options)
+        raise InputError(
+            f"{where}: {id_column} {value} is repeated ({repeats:,} repeated id(s) in table {table.name}; "
+            "pass --allow-duplicate-ids to keep every row)"
+        )
+    return repeats

@@ -38,6 +38,14 @@ from .codes import CodedBlock
 from .compare import cumulative_gains
 from .io import InputError
 from .model import INSUFFICIENT, SegmentationModel
+from .run_folder import (
+    MAILOUT_SCORES,
+    PROPORTIONS,
+    RESPONSE_MODEL,
+    RESPONSE_SCORES,
+    SUBMISSION,
+    RunReader,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -345,10 +353,6 @@ def read_responses(
 # ------------------------------------------------------------------------------------------- the stage
 
 SCORED_TABLES = ("population", "mailout_train", "mailout_test")
-SCORES_DIR = "response_scores"
-MAILOUT_SCORES = "mailout_scores.parquet"
-SUBMISSION = "submission.csv"
-RESPONSE_MODEL_DIR = "model/response"
 _SCORE_META = pd.DataFrame(
     {
         "LNR": pd.Series(dtype="int64"),
@@ -453,7 +457,7 @@ def run_response(
     fit_started = time.perf_counter()
     response = ResponseModel(seed=seed).fit(X, y_kept, names)
     fit_seconds = time.perf_counter() - fit_started
-    response.save(folder.path(RESPONSE_MODEL_DIR))
+    response.save(folder.path(RESPONSE_MODEL))
     del X
 
     shared_response = dask.delayed(response, traverse=False)
@@ -467,7 +471,7 @@ def run_response(
             verify_meta=False,
         )
         scored[table] = frame.to_parquet(
-            folder.url_for(SCORES_DIR),
+            folder.url_for(RESPONSE_SCORES),
             write_index=False,
             compute=False,
             name_function=lambda i, t=table: f"{t}-{i:05d}.parquet",
@@ -483,15 +487,15 @@ def run_response(
         table: {"rows": int(n + m), "scored": int(n), "set_aside": int(m)}
         for table, (n, m) in computed["counts"].items()
     }
-    files = {"model": RESPONSE_MODEL_DIR + "/", "scores": SCORES_DIR + "/"}
+    files = {"model": RESPONSE_MODEL.name, "scores": RESPONSE_SCORES.name}
     if "frame" in computed["scored"]:
         test = computed["scored"]["frame"]
         lift_by_name = {str(i): float(v) for i, v in enumerate(lift)}
-        rank_scores(test, lift_by_name).to_parquet(folder.path(MAILOUT_SCORES), index=False)
+        folder.write(MAILOUT_SCORES, rank_scores(test, lift_by_name))
         aside_rate = by_segment.loc[INSUFFICIENT, "response_rate"]
         fallback = float(aside_rate) if by_segment.loc[INSUFFICIENT, "mailout_count"] else float(y.mean())
-        folder.write_csv(SUBMISSION, submission(test, fallback))
-        files.update(mailout_scores=MAILOUT_SCORES, submission=SUBMISSION)
+        folder.write(SUBMISSION, submission(test, fallback))
+        files.update(mailout_scores=MAILOUT_SCORES.name, submission=SUBMISSION.name)
     section["model"] = {
         "library": "lightgbm",
         "version": lightgbm.__version__,
@@ -527,11 +531,8 @@ def score_file(model_dir: str, input_path: str, out: str, storage_options: dict 
     table = name if name in SCORED_TABLES or name == "customers" else "mailout_test"
     source = read_table(input_path, model.schema, table, storage_options)
     scores = source.frame.map_partitions(_score_partition, model, response, table, meta=_SCORE_META).compute()
-    proportions = Path(model_dir).parent / "proportions.csv"
-    lift = {}
-    if proportions.exists():
-        frame = pd.read_csv(proportions, dtype={"segment": str})
-        lift = dict(zip(frame["segment"], frame["ratio"], strict=True))
+    frame = RunReader(Path(model_dir).parent).read_if_present(PROPORTIONS)
+    lift = {} if frame is None else dict(zip(frame["segment"], frame["ratio"], strict=True))
     ranked = rank_scores(scores, lift)
     with replace_when_done(out) as temporary:
         ranked.to_parquet(temporary, index=False)

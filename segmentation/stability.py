@@ -206,3 +206,14 @@ def summary(table: pd.DataFrame) -> dict:
             for row in table.itertuples()
         },
     }
+
+
+def of_segmenter(
+    sample: np.ndarray, segmenter, algorithm: str, random_state: int | None, **params
+) -> pd.DataFrame:
+    """stability.csv of a fitted segmenter: each segment's bootstrap stability on (a subsample of) the seeding
+    ``sample``, refitted in memory by scikit-learn's counterpart of ``algorithm`` at its k."""
+    rows = subsample_rows(sample, SAMPLE_SIZE, random_state)
+    labels = np.asarray(segmenter.predict(rows))
+    fit_predict = fit_predict_for(algorithm, int(segmenter.n_clusters), random_state, **params)
+    return segment_stability(rows, labels, fit_predict, BOOTSTRAPS, random_state)

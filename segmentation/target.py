@@ -32,14 +32,12 @@ import pandas as pd
 
 from .io import replace_when_done
 from .model import INSUFFICIENT
+from .run_folder import ASSIGNMENTS, PROPORTIONS, RESPONSE_SCORES, TARGETS, TARGETS_TOP, RunReader
 
 logger = logging.getLogger(__name__)
 
-TARGETS_NAME = "targets.parquet"
-TOP_NAME = "targets_top.csv"
 TARGET_TABLES = ("population", "mailout_train", "mailout_test")
 COLUMNS = ["LNR", "table", "segment", "lift"]
-SCORES_DIR = "response_scores"  # segmentation.response.SCORES_DIR (not imported: it pulls in the model)
 
 
 def segment_lift(proportions: pd.DataFrame) -> pd.Series:
@@ -82,33 +80,39 @@ def rank_targets(
 
 
 def write_targets(
-    run_dir: str | os.PathLike, top_n: int = 1000, tables: Iterable[str] = TARGET_TABLES
+    run_dir: str | os.PathLike,
+    top_n: int = 1000,
+    tables: Iterable[str] = TARGET_TABLES,
+    source: RunReader | None = None,
 ) -> tuple[Path, Path]:
     """Write ``targets.parquet`` (every assigned row of ``tables`` present in assignments/, ranked by
     lift) and ``targets_top.csv`` (its first ``top_n`` rows) into the run folder.
 
     Parameters
     ----------
-    run_dir : a finished run folder (docs/run-folder.md): reads proportions.csv and assignments/, or
-        response_scores/ when the run has a response model (then rows are ranked by predicted response).
+    run_dir : a local run folder (docs/run-folder.md), where the two files are written.
     top_n : int, default 1000. Rows in targets_top.csv (fewer if fewer rows are ranked).
     tables : tables to rank, default population, mailout_train, mailout_test; absent ones are skipped.
+    source : where the run's files are read, default ``run_dir``: proportions.csv and assignments/, or
+        response_scores/ when the run has a response model (then rows are ranked by predicted response).
+        The job passes the reader of the run it is writing, whose datasets may be in object storage.
 
     Both files are written to temporary files in the run folder and renamed into place once complete.
     Returns (parquet path, csv path).
     """
     run_dir = Path(run_dir)
+    source = source or RunReader(run_dir)
     started = time.perf_counter()
-    proportions = pd.read_csv(run_dir / "proportions.csv", dtype={"segment": str})
+    proportions = source.read(PROPORTIONS)
     tables = list(tables)
-    scored = (run_dir / SCORES_DIR).exists()
-    assignments = dd.read_parquet(
-        str(run_dir / (SCORES_DIR if scored else "assignments")),
+    scored = source.exists(RESPONSE_SCORES)
+    assignments = source.read(
+        RESPONSE_SCORES if scored else ASSIGNMENTS,
         columns=["LNR", "table", "segment", *(["probability"] if scored else [])],
         filters=[("table", "in", tables)],
     )
     ranked, left_out = rank_targets(assignments, segment_lift(proportions), tables)
-    parquet_path, csv_path = run_dir / TARGETS_NAME, run_dir / TOP_NAME
+    parquet_path, csv_path = run_dir / TARGETS.name, run_dir / TARGETS_TOP.name
     with replace_when_done(parquet_path) as parquet_temporary, replace_when_done(csv_path) as csv_temporary:
         ranked.to_parquet(parquet_temporary, index=False)
         ranked.head(top_n).to_csv(csv_temporary, index=False)

@@ -6,8 +6,7 @@ import pandas as pd
 import pytest
 
 from segmentation import cli
-from segmentation.report import HTML_NAME, PDF_NAME
-from segmentation.target import TARGETS_NAME, TOP_NAME
+from segmentation.run_folder import REPORT_HTML, REPORT_PDF, TARGETS, TARGETS_TOP
 from tests.fake_run import ROWS, write_fake_run
 
 
@@ -19,18 +18,18 @@ def test_report_command_writes_report_pdf_and_targets(tmp_path, capsys, with_elb
 
     assert cli.main(["report", str(run_dir)]) == 0
 
-    html = (run_dir / HTML_NAME).read_text(encoding="utf-8")
+    html = (run_dir / REPORT_HTML.name).read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>")
     assert ('id="figure-elbow"' in html) == with_elbow
     assert ("k was fixed at 8" in html) != with_elbow
-    assert (run_dir / PDF_NAME).read_bytes().startswith(b"%PDF")
+    assert (run_dir / REPORT_PDF.name).read_bytes().startswith(b"%PDF")
 
-    targets = pd.read_parquet(run_dir / TARGETS_NAME)
+    targets = pd.read_parquet(run_dir / TARGETS.name)
     assert list(targets.columns) == ["LNR", "table", "segment", "lift"]
     assert set(targets["table"]) == {"population", "mailout_train"}  # customers are not targets
     assert "insufficient_data" not in set(targets["segment"])
     assert targets["lift"].is_monotonic_decreasing
-    top = pd.read_csv(run_dir / TOP_NAME, dtype={"segment": str, "table": str})
+    top = pd.read_csv(run_dir / TARGETS_TOP.name, dtype={"segment": str, "table": str})
     assert len(top) == min(1000, len(targets)) and len(targets) < ROWS["population"] + ROWS["mailout_train"]
     pd.testing.assert_frame_equal(
         top, targets.head(len(top)).astype({"table": str, "segment": str}), check_dtype=False
@@ -38,7 +37,7 @@ def test_report_command_writes_report_pdf_and_targets(tmp_path, capsys, with_elb
 
     assert not [p.name for p in run_dir.iterdir() if ".tmp-" in p.name]
     printed = capsys.readouterr().out
-    assert str(run_dir / HTML_NAME) in printed and str(run_dir / PDF_NAME) in printed
+    assert str(run_dir / REPORT_HTML.name) in printed and str(run_dir / REPORT_PDF.name) in printed
 
 
 def test_report_command_on_a_folder_that_is_not_a_run_names_the_file(tmp_path, capsys):

@@ -7,7 +7,6 @@ import pytest
 
 from segmentation.io import (
     InputError,
-    RunFolder,
     _csv_dtypes,
     ingest,
     normalize_partition,
@@ -148,18 +147,6 @@ def test_parquet_round_trip_preserves_every_value(other_vendor_files, other_sche
     pd.testing.assert_frame_equal(original, trusted.reset_index(drop=True))
     assert original["INCOME"].isna().sum() > 0  # missing values survived too
     assert not list(tmp_path.glob("*.tmp-*"))
-
-
-def test_run_folder_appears_only_when_committed(tmp_path):
-    folder = RunFolder(tmp_path / "runs" / "demo")
-    folder.write_json("run.json", {"a": np.int64(1)})
-    assert not (tmp_path / "runs" / "demo").exists()
-    folder.commit()
-    assert (tmp_path / "runs" / "demo" / "run.json").read_text().strip().startswith("{")
-    failed = RunFolder(tmp_path / "runs" / "other")
-    failed.write_json("run.json", {})
-    failed.abandon()
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["demo"]
 
 
 def test_ragged_row_names_the_file(tmp_path, other_schema):

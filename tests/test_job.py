@@ -14,8 +14,9 @@ from sklearn.impute import SimpleImputer
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
+from segmentation.assign import assign_file
 from segmentation.config import load_job
-from segmentation.job import assign_file, run_job
+from segmentation.job import run_job
 from segmentation.model import INSUFFICIENT
 from segmentation.schema import load_schema
 from segmentation.synth import generate

@@ -23,7 +23,7 @@ import yaml
 
 from segmentation.checkpoint import Checkpoints, checkpoint_key
 from segmentation.config import load_job
-from segmentation.io import OWNER_FILE, RunFolder, process_owner
+from segmentation.run_folder import OWNER_FILE, RunFolder, process_owner
 from segmentation.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]

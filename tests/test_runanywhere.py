@@ -31,8 +31,9 @@ import yaml
 
 import segmentation.job
 from segmentation.config import load_job
-from segmentation.io import DEFAULT_BLOCKSIZE, RunFolder
+from segmentation.io import DEFAULT_BLOCKSIZE
 from segmentation.job import run_job
+from segmentation.run_folder import ASSIGNMENTS, ELBOW, QUALITY_ROWS, RUN_JSON, RunFolder
 from segmentation.schema import default_attributes_path
 from segmentation.synth import generate
 from tests.test_runtime import (
@@ -289,10 +290,12 @@ def test_s3_inputs_and_outputs_with_settings_from_the_profile(local_run, s3, tmp
     assert result.output == f"s3://{BUCKET}/runs/profile"
     written = assert_complete_remote_run(client, "profile")
     assert {"runs/profile/report.html", "runs/profile/Customer Segmentation Report.pdf"} <= set(written)
-    assert "runs/profile/targets.parquet" not in written
-    assert "targets" in caplog.text and "not written" in caplog.text
+    # The targeting list is ranked from the assignments the workers wrote to object storage.
+    assert {"runs/profile/targets.parquet", "runs/profile/targets_top.csv"} <= set(written)
     storage = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
     assert_same_segments(result, local_run[0], storage)
+    targets = pd.read_parquet(f"s3://{BUCKET}/runs/profile/targets.parquet", storage_options=storage)
+    assert len(targets) == result.run["rows"]["population"]["assigned"]
     recorded = json.loads(client.get_object(Bucket=BUCKET, Key="runs/profile/run.json")["Body"].read())
     assert recorded["inputs"]["attributes"] == f"s3://{BUCKET}/data/attributes.csv"
     report = client.get_object(Bucket=BUCKET, Key="runs/profile/report.html")["Body"].read().decode()
@@ -321,13 +324,13 @@ def test_s3_with_settings_from_the_environment_reach_remote_workers(local_run, s
 def test_a_remote_run_folder_is_copied_into_place_with_run_json_last(monkeypatch):
     destination = f"memory://runs/{uuid.uuid4().hex}/demo"
     earlier = RunFolder(destination)
-    earlier.write_json("run.json", {"run": "earlier"})
-    earlier.write_csv("only-earlier.csv", pd.DataFrame({"a": [1]}))
+    earlier.write(RUN_JSON, {"run": "earlier"})
+    earlier.write(ELBOW, pd.DataFrame({"a": [1]}))
     earlier.commit()
     folder = RunFolder(destination)
-    folder.write_json("run.json", {"run": "later"})
-    folder.write_csv("model/weights.csv", pd.DataFrame({"a": [1]}))
-    folder.fs.pipe(f"{folder.url_for('assignments')}/part.0.parquet", b"written by a worker")
+    folder.write(RUN_JSON, {"run": "later"})
+    folder.write(QUALITY_ROWS, pd.DataFrame({"a": [1]}))
+    folder.fs.pipe(f"{folder.url_for(ASSIGNMENTS)}/part.0.parquet", b"written by a worker")
     copied = []
     real_copy = folder.fs.copy
 
@@ -341,7 +344,7 @@ def test_a_remote_run_folder_is_copied_into_place_with_run_json_last(monkeypatch
     parent = destination.rsplit("/", 1)[0]
     assert sorted(p.rsplit("/demo/", 1)[1] for p in folder.fs.find(parent)) == [
         "assignments/part.0.parquet",
-        "model/weights.csv",
+        "quality/rows.csv",
         "run.json",
     ]
     assert json.loads(folder.fs.cat(f"{destination}/run.json")) == {"run": "later"}
@@ -352,9 +355,9 @@ def test_a_failed_s3_run_leaves_nothing_behind(s3, tmp_path):
     endpoint, client = s3
     storage = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
     folder = RunFolder(f"s3://{BUCKET}/runs/failed", storage)
-    folder.write_json("run.json", {"partial": True})
+    folder.write(RUN_JSON, {"partial": True})
     pd.DataFrame({"LNR": [1], "table": ["population"], "segment": ["0"]}).to_parquet(
-        f"{folder.url_for('assignments')}/part.0.parquet", storage_options=storage
+        f"{folder.url_for(ASSIGNMENTS)}/part.0.parquet", storage_options=storage
     )
     staging = folder.staging
     folder.abandon()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..compare import wilson_interval
 from ..io import replace_when_done
+from ..run_folder import REPORT_HTML, REPORT_PDF
 from .blocks import (
     FIGURES,
     REPORT_TITLE,
@@ -52,7 +53,7 @@ from .figures import (
     figure_segment_profiles,
     figure_segment_shares,
 )
-from .files import OUTPUT_FILES, RunFiles, read_run_files
+from .files import RunFiles, read_run_files
 from .formats import (
     INSUFFICIENT,
     file_name,
@@ -77,8 +78,8 @@ from .text import (
 )
 
 __all__ = [
-    "A4_PORTRAIT", "DESCRIBED_ATTRIBUTES", "FIGURES", "HTML_NAME", "INSUFFICIENT", "MIN_DIFFERENCE",
-    "OUTPUT_FILES", "PDF_NAME", "REPORT_TITLE", "REPRESENTATION_WORDS", "SECTIONS", "SEGMENT_ATTRIBUTES",
+    "A4_PORTRAIT", "DESCRIBED_ATTRIBUTES", "FIGURES", "INSUFFICIENT", "MIN_DIFFERENCE",
+    "REPORT_TITLE", "REPRESENTATION_WORDS", "SECTIONS", "SEGMENT_ATTRIBUTES",
     "Block", "Bullets", "FigureBlock", "Heading", "PageBreak", "Paragraph", "Preformatted", "RunFiles",
     "Table", "_PNG_DPI", "build_report", "describe_segment", "distinguishing_attributes", "figure_column_missing",
     "figure_elbow", "figure_gains", "figure_pca_loadings", "figure_pca_variance", "figure_png",
@@ -89,11 +90,6 @@ __all__ = [
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
-
-HTML_NAME = "report.html"
-
-
-PDF_NAME = f"{REPORT_TITLE}.pdf"
 
 
 def write_report(run_dir: str | os.PathLike, top_attributes: int = 8) -> tuple[Path, Path]:
@@ -111,7 +107,7 @@ def write_report(run_dir: str | os.PathLike, top_attributes: int = 8) -> tuple[P
     started = time.perf_counter()
     blocks = build_report(read_run_files(run_dir), top_attributes)
     page = render_html(blocks)
-    html_path, pdf_path = run_dir / HTML_NAME, run_dir / PDF_NAME
+    html_path, pdf_path = run_dir / REPORT_HTML.name, run_dir / REPORT_PDF.name
     with ExitStack() as stack:
         pdf_temporary = stack.enter_context(replace_when_done(pdf_path))
         html_temporary = stack.enter_context(replace_when_done(html_path))

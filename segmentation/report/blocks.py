@@ -27,7 +27,7 @@ from .figures import (
     figure_segment_profiles,
     figure_segment_shares,
 )
-from .files import OUTPUT_FILES, RunFiles, _require
+from .files import RunFiles, _require
 from .formats import (
     INSUFFICIENT,
     _file_names,
@@ -276,7 +276,7 @@ def _outputs(files: RunFiles) -> list[Block]:
     """The files a reader acts on, by name, with what each holds."""
     if not files.outputs:
         return []
-    rows = [[name, OUTPUT_FILES[name]] for name in files.outputs]
+    rows = [[entry.name, entry.holds] for entry in files.outputs]
     return [Heading("Files of this run", 3), Table(["File", "What it holds"], rows, "outputs")]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -10,21 +9,22 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..run_folder import (
+    CATALOG,
+    ELBOW,
+    PCA,
+    PCA_LOADINGS,
+    PROFILES,
+    PROPORTIONS,
+    QUALITY_COLUMNS,
+    QUALITY_ROWS,
+    RUN_JSON,
+    STABILITY,
+    RunFile,
+    RunReader,
+)
+
 logger = logging.getLogger(__name__)
-
-
-# Files of the run folder the report names, with what each holds (docs/run-folder.md).
-OUTPUT_FILES = {
-    "targets.parquet": "every assigned row ranked for targeting (by predicted response with a mail-out, else lift)",
-    "targets_top.csv": "the first rows of that ranking, to mail",
-    "proportions.csv": "segment shares, ratios, intervals and tests (and response rates)",
-    "profiles.csv": "every segment's mean of every feature, its name and persona",
-    "stability.csv": "each segment's bootstrap stability",
-    "mailout_scores.parquet": "the mail-out test rows with their predicted response and rank",
-    "submission.csv": "LNR,RESPONSE for the mail-out test rows",
-    "assignments/": "the segment of every row of every table",
-    "model/": "the fitted model, to segment new files with `segmentation assign`",
-}
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class RunFiles:
     quality_rows: pd.DataFrame
     name: str = ""
     stability: pd.DataFrame | None = None  # stability.csv, absent in runs made before it existed
-    outputs: tuple[str, ...] = ()  # the files of OUTPUT_FILES present in the run folder
+    outputs: tuple[RunFile, ...] = ()  # the catalog's files the report names, present in the run folder
 
 
 def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
@@ -50,35 +50,19 @@ def read_run_files(run_dir: str | os.PathLike) -> RunFiles:
     Every file is required except elbow.csv (None when absent: the job fixed k and skipped the elbow) and
     stability.csv.
     """
-    run_dir = Path(run_dir)
-    text = {"segment": str, "attribute": str, "label": str, "column": str, "table": str}
-
-    def csv(name: str, required: bool = True) -> pd.DataFrame | None:
-        path = run_dir / name
-        if not path.exists():
-            if not required:
-                return None
-            raise FileNotFoundError(f"{path}: the run folder lacks {name}")
-        frame = pd.read_csv(path, dtype=text, keep_default_na=False, na_values=[""])
-        if "label" in frame:
-            frame["label"] = frame["label"].fillna("")
-        return frame
-
-    run_json = run_dir / "run.json"
-    if not run_json.exists():
-        raise FileNotFoundError(f"{run_json}: the run folder lacks run.json")
+    run = RunReader(run_dir)
     return RunFiles(
-        run=json.loads(run_json.read_text()),
-        proportions=csv("proportions.csv"),
-        profiles=csv("profiles.csv"),
-        elbow=csv("elbow.csv", required=False),
-        pca=csv("pca.csv"),
-        pca_loadings=csv("pca_loadings.csv"),
-        quality_columns=csv("quality/columns.csv"),
-        quality_rows=csv("quality/rows.csv"),
-        name=_run_name(run_dir),
-        stability=csv("stability.csv", required=False),
-        outputs=tuple(name for name in OUTPUT_FILES if (run_dir / name).exists()),
+        run=run.read(RUN_JSON),
+        proportions=run.read(PROPORTIONS),
+        profiles=run.read(PROFILES),
+        elbow=run.read_if_present(ELBOW),
+        pca=run.read(PCA),
+        pca_loadings=run.read(PCA_LOADINGS),
+        quality_columns=run.read(QUALITY_COLUMNS),
+        quality_rows=run.read(QUALITY_ROWS),
+        name=_run_name(Path(run_dir)),
+        stability=run.read_if_present(STABILITY),
+        outputs=tuple(entry for entry in CATALOG if entry.reported and run.exists(entry)),
     )
 
 
