@@ -61,6 +61,7 @@ from .run_folder import (
     RUN_JSON,
     STABILITY,
     RunFolder,
+    RunReader,
 )
 from .runtime import check_interrupt, open_cluster
 from .scale import ImputeScaler
@@ -178,7 +179,7 @@ def run_job(config: JobConfig, checked: Checked | None = None, *, fresh: bool = 
         folder.abandon()
         raise
     checkpoints.remove()
-    return RunResult(output, proportions, run, prepared.model, f"{output.rstrip('/')}/{ASSIGNMENTS.name}")
+    return RunResult(output, proportions, run, prepared.model, RunReader(output).url(ASSIGNMENTS))
 
 
 def _import_on_workers(client) -> None:
