@@ -83,7 +83,9 @@ def schema_of(schema: Schema | str | os.PathLike | None) -> Schema:
     if isinstance(schema, Schema):
         return schema
     if schema is not None and not isinstance(schema, str | os.PathLike):
-        raise TypeError(f"schema must be a Schema, an attributes file path or None, got {type(schema).__name__}")
+        raise TypeError(
+            f"schema must be a Schema, an attributes file path or None, got {type(schema).__name__}"
+        )
     return _load_schema(str(default_attributes_path() if schema is None else schema))
 
 

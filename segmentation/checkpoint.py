@@ -23,12 +23,22 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from fsspec.core import url_to_fs
 
-from . import __version__
+from . import __version__, decompose, segmenters
+from ._estimators import load_fitted, save_fitted
+from .clean import KeptRows
+from .cluster import Clustered
+from .codes import Codebook
 from .config import ConfigError, JobConfig
+from .encode import Encoder
+from .io import FirstPass
 from .preflight import expand_paths, input_paths
 from .run_folder import json_default, owner_is_gone, process_owner
+from .scale import ImputeScaler
+from .scratch import Blocks, block_paths
 
 STAGES = ("read", "scale", "reduce", "project", "cluster")
 # Configuration that does not change the results: where things go and what is written besides them.
@@ -177,3 +187,87 @@ class Checkpoints:
 
 
 OWNER = "owner.json"
+
+
+# ------------------------------------------------------------------------------- what each stage keeps
+
+
+def save_read(checkpoints: Checkpoints, blocks: dict[str, Blocks], first_pass: dict[str, FirstPass]) -> None:
+    """The read stage: each table's block count and first-pass counts (the coded blocks are already in the
+    work folder)."""
+    payload = {name: {"blocks": len(blocks[name].paths), **p.to_payload()} for name, p in first_pass.items()}
+    checkpoints.mark("read", payload)
+
+
+def load_read(
+    checkpoints: Checkpoints, codebook: Codebook, storage_options: dict
+) -> tuple[dict[str, Blocks], dict[str, FirstPass]]:
+    saved = checkpoints.payload("read")
+    blocks = {
+        name: Blocks(
+            block_paths(checkpoints.url(name), table["blocks"]), codebook.rest_dtypes, storage_options
+        )
+        for name, table in saved.items()
+    }
+    return blocks, {name: FirstPass.from_payload(table) for name, table in saved.items()}
+
+
+_SCALER_ATTRIBUTES = ("fill_values_", "mean_", "scale_")
+
+
+def save_scale(checkpoints: Checkpoints, kept: dict[str, KeptRows], scaler: ImputeScaler) -> None:
+    """The scale stage: the fitted scaler, and what later stages use of the kept-row statistics (the value
+    histograms are not kept: only the scaler fitted on them is used)."""
+    attributes = {name: getattr(scaler, name) for name in _SCALER_ATTRIBUTES}
+    with checkpoints.writing("scaler") as saved:
+        save_fitted(saved, {"estimator": "ImputeScaler", "params": {}, "attributes": attributes})
+    tables = {name: rows.to_payload() for name, rows in kept.items()}
+    checkpoints.mark("scale", {"feature_names": scaler.feature_names_, "tables": tables})
+
+
+def load_scale(checkpoints: Checkpoints, encoder: Encoder) -> tuple[dict[str, KeptRows], ImputeScaler]:
+    saved = checkpoints.payload("scale")
+    scaler = ImputeScaler(encoder)
+    scaler.feature_names_ = saved["feature_names"]
+    for name, value in checkpoints.read("scaler", load_fitted)["attributes"].items():
+        setattr(scaler, name, value)
+    return {name: KeptRows.from_payload(table) for name, table in saved["tables"].items()}, scaler
+
+
+def save_pca(checkpoints: Checkpoints, pca: Any) -> None:
+    """The reduce stage: the fitted PCA (as in ``model/pca``)."""
+    with checkpoints.writing("pca") as saved:
+        pca.save(saved)
+    checkpoints.mark("reduce")
+
+
+def load_pca(checkpoints: Checkpoints) -> Any:
+    return checkpoints.read("pca", decompose.load)
+
+
+def save_sample(checkpoints: Checkpoints, sample: np.ndarray) -> None:
+    """The project stage: the seeding sample (the coordinates are already in the work folder)."""
+    with checkpoints.writing("sample") as saved:
+        np.save(saved / "sample.npy", sample, allow_pickle=False)
+    checkpoints.mark("project")
+
+
+def load_sample(checkpoints: Checkpoints) -> np.ndarray:
+    return checkpoints.read("sample", lambda saved: np.load(saved / "sample.npy", allow_pickle=False))
+
+
+def save_cluster(checkpoints: Checkpoints, clustered: Clustered) -> None:
+    """The cluster stage: the fitted segmenter (as in ``model/segmenter``) and the elbow table."""
+    with checkpoints.writing("segmenter") as saved:
+        clustered.segmenter.save(saved)
+        if clustered.elbow is not None:
+            clustered.elbow.to_csv(saved / "elbow.csv", index=False)
+    checkpoints.mark("cluster", {"elbow": clustered.elbow is not None})
+
+
+def load_cluster(checkpoints: Checkpoints) -> Clustered:
+    def load(saved: Path) -> Clustered:
+        elbow = pd.read_csv(saved / "elbow.csv") if checkpoints.payload("cluster")["elbow"] else None
+        return Clustered(segmenters.load(saved), elbow)
+
+    return checkpoints.read("segmenter", load)

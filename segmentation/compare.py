@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .model import INSUFFICIENT
+
 COLUMNS = [
     "segment",
     "population_count",
@@ -155,3 +157,18 @@ def cumulative_gains(responses, scores, points: int = 10) -> dict:
         "share_responses": [float(v) for v in share],
         "top_decile_lift": float(lift),
     }
+
+
+def row_accounting(read: dict[str, int], counts: dict[str, pd.Series]) -> dict:
+    """Per table, from the rows ``read`` and the rows per segment ``counts`` (``insufficient_data`` among
+    them): ``{"read", "assigned", "set_aside"}``. Raises RuntimeError unless read = assigned + set aside."""
+    rows = {}
+    for name, n in read.items():
+        aside = int(counts[name].get(INSUFFICIENT, 0))
+        assigned = int(counts[name].sum()) - aside
+        if assigned + aside != n:
+            raise RuntimeError(
+                f"row accounting broken for {name}: read {n}, assigned {assigned}, aside {aside}"
+            )
+        rows[name] = {"read": n, "assigned": assigned, "set_aside": aside}
+    return rows

@@ -33,18 +33,17 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from . import __version__, cluster, decompose, segmenters, stability
-from ._estimators import load_fitted, save_fitted
+from . import __version__, checkpoint, cluster, decompose, stability
 from .assign import TABLES, table_assignments, write_assignments
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, KeptRows, column_quality, kept_row_statistics, row_quality
 from .codes import Codebook, storage_dtype
-from .compare import compare_proportions
+from .compare import compare_proportions, row_accounting
 from .config import ConfigError, JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
 from .io import FirstPass, InputError, Table, code_tables, hide_input_errors_in_worker_log, read_table
-from .model import INSUFFICIENT, SegmentationModel, segment_names
+from .model import SegmentationModel, segment_names
 from .preflight import Checked, input_paths, preflight
 from .progress import StageDisplay
 from .run_folder import (
@@ -230,91 +229,45 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
             for name, path in input_paths(config).items()
         }
         if "read" in resumed:
-            blocks, first_pass = _load_read(checkpoints, codebook, storage)
+            blocks, first_pass = checkpoint.load_read(checkpoints, codebook, storage)
         else:
             blocks, first_pass = code_tables(
                 tables, codebook, work, storage, config.allow_duplicate_ids, config.sep
             )
-            payload = {
-                name: {"blocks": len(blocks[name].paths), **p.to_payload()} for name, p in first_pass.items()
-            }
-            checkpoints.mark("read", payload)
+            checkpoint.save_read(checkpoints, blocks, first_pass)
     with session.stage("clean"):
         cleaner.fit(None, missing=first_pass["population"].missing)
         encoder = Encoder(schema, cleaner.kept_columns_).fit()
     with session.stage("scale"):
         if "scale" in resumed:
-            kept, scaler = _load_scale(checkpoints, encoder)
+            kept, scaler = checkpoint.load_scale(checkpoints, encoder)
         else:
             loaded = {name: blocks[name].load() for name in ("population", "customers")}
             kept = kept_row_statistics(loaded, cleaner, codebook)
             dtypes = {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
             histograms = cleaner.value_histograms_from_counts(kept["population"].counts, dtypes)
             scaler = ImputeScaler(encoder).fit_histograms(histograms)
-            _save_scale(checkpoints, kept, scaler)
+            checkpoint.save_scale(checkpoints, kept, scaler)
     model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)
     rows = [int(n) for n in kept["population"].per_block]
     _check_k(config, sum(rows), first_pass["population"].rows)
     with session.stage("reduce"):
         if "reduce" in resumed:
-            model.pca = checkpoints.read("pca", decompose.load)
+            model.pca = checkpoint.load_pca(checkpoints)
         else:
             model.pca = _fit_pca(config, model, blocks["population"], rows)
-            with checkpoints.writing("pca") as saved:
-                model.pca.save(saved)
-            checkpoints.mark("reduce")
+            checkpoint.save_pca(checkpoints, model.pca)
     coordinates = Coordinates(
         block_paths(scratch_folder(work, "reduced", storage), len(rows), "npy"), rows, storage
     )
     with session.stage("project"):
         if "project" in resumed:
-            sample = checkpoints.read(
-                "sample", lambda saved: np.load(saved / "sample.npy", allow_pickle=False)
-            )
+            sample = checkpoint.load_sample(checkpoints)
         else:
             taken = cluster.sample_positions(rows, cluster.SAMPLE_SIZE, config.seed)
             sample = write_coordinates(session.client, model, blocks["population"], coordinates, taken)
-            with checkpoints.writing("sample") as saved:
-                np.save(saved / "sample.npy", sample, allow_pickle=False)
-            checkpoints.mark("project")
+            checkpoint.save_sample(checkpoints, sample)
     return Prepared(tables, blocks, first_pass, kept, model, coordinates, sample, resumed)
-
-
-def _load_read(
-    checkpoints: Checkpoints, codebook: Codebook, storage: dict
-) -> tuple[dict[str, Blocks], dict[str, FirstPass]]:
-    """``code_tables``' results from the read checkpoint (the coded blocks are in the work folder)."""
-    saved = checkpoints.payload("read")
-    blocks = {
-        name: Blocks(block_paths(checkpoints.url(name), table["blocks"]), codebook.rest_dtypes, storage)
-        for name, table in saved.items()
-    }
-    return blocks, {name: FirstPass.from_payload(table) for name, table in saved.items()}
-
-
-_SCALER_ATTRIBUTES = ("fill_values_", "mean_", "scale_")
-
-
-def _save_scale(checkpoints: Checkpoints, kept: dict[str, KeptRows], scaler: ImputeScaler) -> None:
-    """The scale stage's checkpoint: the fitted scaler, and what later stages use of the statistics."""
-    attributes = {name: getattr(scaler, name) for name in _SCALER_ATTRIBUTES}
-    with checkpoints.writing("scaler") as saved:
-        save_fitted(saved, {"estimator": "ImputeScaler", "params": {}, "attributes": attributes})
-    checkpoints.mark(
-        "scale",
-        {"feature_names": scaler.feature_names_, "tables": {n: k.to_payload() for n, k in kept.items()}},
-    )
-
-
-def _load_scale(checkpoints: Checkpoints, encoder: Encoder) -> tuple[dict[str, KeptRows], ImputeScaler]:
-    """The scale stage's results from its checkpoint (the value histograms are not kept: only the scaler
-    fitted on them is used)."""
-    saved = checkpoints.payload("scale")
-    scaler = ImputeScaler(encoder)
-    scaler.feature_names_ = saved["feature_names"]
-    for name, value in checkpoints.read("scaler", load_fitted)["attributes"].items():
-        setattr(scaler, name, value)
-    return {name: KeptRows.from_payload(table) for name, table in saved["tables"].items()}, scaler
 
 
 def _fit_pca(config: JobConfig, model: SegmentationModel, blocks: Blocks, rows: list[int]):
@@ -378,13 +331,13 @@ def _run_stages(
     schema, model = checked.schema, prepared.model
     with session.stage("cluster") as stage:
         if prepared.resumed == ["read", "scale", "reduce", "project"] and checkpoints.done("cluster"):
-            clustered = _load_cluster(checkpoints)
+            clustered = checkpoint.load_cluster(checkpoints)
             prepared.resumed.append("cluster")
         else:
             clustered = cluster.fit_clustering(
                 config.clustering, prepared.for_clustering(), prepared.sample, config.seed, stage.detail
             )
-            _save_cluster(checkpoints, clustered)
+            checkpoint.save_cluster(checkpoints, clustered)
         model.segmenter = clustered.segmenter
         stage.detail("stability")
         stable = stability.of_segmenter(
@@ -452,37 +405,7 @@ def _response_stage(
     return response
 
 
-def _save_cluster(checkpoints: Checkpoints, clustered: cluster.Clustered) -> None:
-    with checkpoints.writing("segmenter") as saved:
-        clustered.segmenter.save(saved)
-        if clustered.elbow is not None:
-            clustered.elbow.to_csv(saved / ELBOW.name, index=False)
-    checkpoints.mark("cluster", {"elbow": clustered.elbow is not None})
-
-
-def _load_cluster(checkpoints: Checkpoints) -> cluster.Clustered:
-    def load(saved) -> cluster.Clustered:
-        elbow = pd.read_csv(saved / ELBOW.name) if checkpoints.payload("cluster")["elbow"] else None
-        return cluster.Clustered(segmenters.load(saved), elbow)
-
-    return checkpoints.read("segmenter", load)
-
-
 # ------------------------------------------------------------------------------------------ run.json
-
-
-def _row_accounting(first_pass: dict[str, FirstPass], counts: dict[str, pd.Series]) -> dict:
-    """Per table: rows read = rows assigned + rows set aside, checked."""
-    rows = {}
-    for name, found in first_pass.items():
-        aside = int(counts[name].get(INSUFFICIENT, 0))
-        assigned = int(counts[name].sum()) - aside
-        if assigned + aside != found.rows:
-            raise RuntimeError(
-                f"row accounting broken for {name}: read {found.rows}, assigned {assigned}, aside {aside}"
-            )
-        rows[name] = {"read": found.rows, "assigned": assigned, "set_aside": aside}
-    return rows
 
 
 def _run_record(
@@ -506,7 +429,7 @@ def _run_record(
         "versions": versions(),
         "cluster": session.describe(),
         "timings": dict(session.timings),
-        "rows": _row_accounting(first_pass, results.counts),
+        "rows": row_accounting({name: found.rows for name, found in first_pass.items()}, results.counts),
         "columns": {
             "input": len(schema.columns("population")),
             "dropped": cleaner.dropped_columns_,

@@ -112,3 +112,14 @@ def test_cumulative_gains_by_hand():
     assert gains["share_responses"] == [0.0, 0.5, 0.75, 0.75, 1.0]
     assert gains["top_decile_lift"] == pytest.approx((2 / 2) / (4 / 20))
     assert np.isnan(cumulative_gains([0, 0], [1, 2])["top_decile_lift"])
+
+
+def test_row_accounting_counts_set_aside_rows_and_refuses_lost_rows():
+    from segmentation.compare import row_accounting
+
+    counts = {"population": pd.Series({"0": 5, "1": 3, "insufficient_data": 2})}
+    assert row_accounting({"population": 10}, counts) == {
+        "population": {"read": 10, "assigned": 8, "set_aside": 2}
+    }
+    with pytest.raises(RuntimeError, match="read 11, assigned 8, aside 2"):
+        row_accounting({"population": 11}, counts)
