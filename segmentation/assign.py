@@ -17,7 +17,7 @@ import pandas as pd
 from fsspec.core import url_to_fs
 
 from .io import read_table
-from .model import SegmentationModel, segment_names
+from .model import MEMBERSHIP, SegmentationModel, segment_names
 from .progress import LocalTaskCounter, StageDisplay
 from .scratch import Blocks, Coordinates, call_method
 
@@ -25,14 +25,15 @@ TABLES = ("population", "customers", "mailout_train", "mailout_test")
 
 
 def assignment_meta(model: SegmentationModel) -> pd.DataFrame:
-    """The assignments' columns: ``LNR, table, segment``, and ``probability`` when the segmenter gives one."""
+    """The assignments' columns: ``LNR, table, segment``, and ``membership_probability`` when the segmenter
+    gives one."""
     columns = {
         "LNR": pd.Series(dtype="int64"),
         "table": pd.Series(dtype="string"),
         "segment": pd.Series(dtype="string"),
     }
     if model.segmenter.has_probability:
-        columns["probability"] = pd.Series(dtype="float64")
+        columns[MEMBERSHIP] = pd.Series(dtype="float64")
     return pd.DataFrame(columns)
 
 

@@ -56,11 +56,15 @@ class _ColumnLookup:
         return self._standardize(encoded)
 
 
+MEMBERSHIP = "membership_probability"  # the assignments' column of a segmenter with probabilities
+
+
 def assignments(
     ids: np.ndarray, aside: np.ndarray, labels: np.ndarray, table: str, probability: np.ndarray | None = None
 ) -> pd.DataFrame:
     """``LNR, table, segment``: set-aside rows get ``insufficient_data``, the others their label; with
-    ``probability`` (of the kept rows) also ``probability``, the membership probability (NaN when set aside)."""
+    ``probability`` (of the kept rows) also ``membership_probability``, the probability of the row's segment
+    (NaN when set aside; named apart from the response model's ``probability``)."""
     segment = np.full(len(ids), INSUFFICIENT, dtype=object)
     segment[~aside] = np.asarray(labels).astype(str)
     frame = pd.DataFrame(
@@ -73,7 +77,7 @@ def assignments(
     if probability is not None:
         full = np.full(len(ids), np.nan)
         full[~aside] = probability
-        frame["probability"] = full
+        frame[MEMBERSHIP] = full
     return frame
 
 

@@ -71,10 +71,10 @@ def test_job_recovers_the_planted_segments(dataset, profile, tmp_path, algorithm
     assert ari >= (0.85 if algorithm == "gmm" else 0.75)
     if algorithm == "gmm":
         assert "bic" in recorded and "log_likelihood" in recorded
-        assert kept["probability"].between(1 / SEGMENTS, 1).all()
-        assert found.loc[found["segment"] == INSUFFICIENT, "probability"].isna().all()
+        assert kept["membership_probability"].between(1 / SEGMENTS, 1).all()
+        assert found.loc[found["segment"] == INSUFFICIENT, "membership_probability"].isna().all()
     else:
-        assert "probability" not in found.columns
+        assert "membership_probability" not in found.columns
         assert len(recorded["tree"]) == SEGMENTS - 1
     reloaded = SegmentationModel.load(tmp_path / algorithm / "model")
     assert type(reloaded.segmenter) is type(result.model.segmenter)
