@@ -67,7 +67,7 @@ PCA_LOADINGS = RunFile(
 QUALITY_COLUMNS = RunFile("quality/columns.csv", "csv", "clean", "missing share of every column", True)
 QUALITY_ROWS = RunFile("quality/rows.csv", "csv", "clean", "histogram of the rows' missing shares", True)
 MODEL = RunFile(
-    "model/", "model", "model", "the fitted model, to segment new files with `segmentation assign`", True,
+    "model/", "model", "model", "the fitted model, to segment new files with segmentation assign", True,
     reported=True,
 )  # fmt: skip
 RESPONSE_MODEL = RunFile("model/response/", "model", "response", "the response model (LightGBM text format)")

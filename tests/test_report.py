@@ -454,3 +454,25 @@ def test_a_failure_mid_way_leaves_no_report_and_no_temporary_file(tmp_path, monk
     with pytest.raises(RuntimeError, match="disk full"):
         write_report(run_dir)
     assert (run_dir / "report.html").read_text() == "earlier report"
+
+
+def test_pdf_table_too_wide_gets_a_smaller_font_not_wrapped_short_words(tmp_path):
+    """The demo's shares table overflowed the page by a hair after its font was shrunk, so its last column
+    was narrowed and "strongly under" broke over two lines."""
+    from segmentation.report import render_pdf
+    from segmentation.report.blocks import Table
+
+    header = ["Segment", "Population\nrows", "Population\nshare", "Customer\nrows", "Customer\nshare", "Ratio",
+              "Ratio\n95% CI", "p-value", "Reading"]  # fmt: skip
+    rows = [
+        [name, "18,917", "21.0%", "766", "3.8%", "0.18", "0.17 – 0.20", "<0.001", reading]
+        for name, reading in [
+            ("0", "slightly under"),
+            ("1", "strongly under"),
+            ("insufficient_data", "strongly over"),
+        ]
+    ]
+    path = tmp_path / "table.pdf"
+    render_pdf([Table(header, rows, "segment-shares", [False] + [True] * 7 + [False])], path)
+    text = PdfReader(path).pages[0].extract_text()
+    assert "strongly under" in text and "strongly over" in text and "slightly under" in text

@@ -23,15 +23,16 @@ _PNG_DPI = 115  # HTML figures: about the width of the page column, heatmap text
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; color: #222; margin: 0;
        background: #f6f6f4; line-height: 1.5; }
-main { max-width: 880px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+main { max-width: 980px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
 h1 { font-size: 1.9em; margin-bottom: 0.1em; }
 h2 { border-bottom: 2px solid #4C72B0; padding-bottom: 4px; margin-top: 2em; }
 h3 { margin-bottom: 0.3em; }
 nav ul { columns: 2; padding-left: 1.2em; }
 figure { margin: 1em 0; text-align: center; }
 figure img { max-width: 100%; height: auto; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
+div.table { overflow-x: auto; margin: 0.8em 0; }
+table { border-collapse: collapse; font-size: 0.88em; }
+th, td { padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }
 th { background: #f0f0ee; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 figure h3 { text-align: left; margin: 0 0 0.4em; }
@@ -97,7 +98,8 @@ def render_html(blocks: Sequence[Block]) -> str:
                 for row in block.rows
             )
             parts.append(
-                f'<table id="{block.id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+                f'<div class="table"><table id="{block.id}"><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>"
             )
         elif isinstance(block, Preformatted):
             parts.append(

@@ -134,7 +134,9 @@ class _PdfLayout:
             sum(column_widths[:-1]) + gaps + min(column_widths[-1], 0.35 * self.text_width) <= self.text_width
         )
         if sum(column_widths) + gaps > self.text_width and not wrap_last:
-            size = max(6.5, size * (self.text_width - gaps) / sum(column_widths))
+            # 2% to spare: text widths do not scale exactly with the size, and a table that still overflowed
+            # by a hair wrapped its last column's short words ("strongly / under").
+            size = max(6.5, 0.98 * size * (self.text_width - gaps) / sum(column_widths))
             column_widths = widths(size)
         wrap_last = sum(column_widths) + gaps > self.text_width
         if wrap_last:
