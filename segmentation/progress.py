@@ -109,6 +109,9 @@ class TaskCounter(SchedulerPlugin):
         Workers that left the cluster.
     recomputed : int
         Tasks whose result was in memory on a worker that left and that were then computed again.
+    client_bytes : int
+        Bytes of the results a client asked for (the keys it wants, as they reach memory): what the
+        computations bring to the client, by the workers' own size estimate of each result.
     """
 
     name = "segmentation-task-counter"
@@ -119,11 +122,23 @@ class TaskCounter(SchedulerPlugin):
         self.done = 0
         self.workers_lost = 0
         self.recomputed = 0
+        self.client_bytes = 0
+        self._scheduler: Any = None
         self._finished: dict[Any, bool] = {}  # key -> reached memory since it was (re)submitted
         self._released: dict[Any, str] = {}  # key -> stimulus that took its result out of memory
         self._lost: set[Any] = set()  # keys whose result went with a lost worker
 
+    async def start(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+
+    def _count_client_bytes(self, key: Any) -> None:
+        task = self._scheduler.tasks.get(key) if self._scheduler is not None else None
+        if task is not None and task.who_wants:
+            self.client_bytes += max(int(task.nbytes or 0), 0)
+
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        if finish == "memory":
+            self._count_client_bytes(key)
         if finish == "forgotten":
             self._finished.pop(key, None)
             self._released.pop(key, None)
@@ -165,6 +180,7 @@ class TaskCounter(SchedulerPlugin):
             "done": self.done,
             "workers_lost": self.workers_lost,
             "tasks_recomputed": self.recomputed,
+            "client_bytes": self.client_bytes,
         }
 
 

@@ -221,7 +221,9 @@ def test_task_counter_counts_submitted_and_done_tasks():
     counter = TaskCounter()
     run_task(counter, "a")
     counter.transition("b", "released", "waiting", stimulus_id="s")
-    assert counter.counts() == {"submitted": 2, "done": 1, "workers_lost": 0, "tasks_recomputed": 0}
+    assert counter.counts() == {
+        "submitted": 2, "done": 1, "workers_lost": 0, "tasks_recomputed": 0, "client_bytes": 0
+    }  # fmt: skip
     counter.transition("b", "waiting", "processing", stimulus_id="s")
     counter.transition("b", "processing", "erred", stimulus_id="s")
     assert counter.counts()["done"] == 2
@@ -240,7 +242,9 @@ def test_task_counter_counts_results_lost_with_a_worker_and_computed_again():
     counter.remove_worker(None, "tcp://127.0.0.1:1", stimulus_id="handle-worker-cleanup-1")
     run_task(counter, "lost")
     run_task(counter, "done-with")
-    assert counter.counts() == {"submitted": 5, "done": 5, "workers_lost": 1, "tasks_recomputed": 1}
+    assert counter.counts() == {
+        "submitted": 5, "done": 5, "workers_lost": 1, "tasks_recomputed": 1, "client_bytes": 0
+    }  # fmt: skip
 
 
 def test_configure_logging_sets_the_level_for_worker_processes(monkeypatch):
@@ -256,3 +260,22 @@ def test_configure_logging_sets_the_level_for_worker_processes(monkeypatch):
     finally:
         monkeypatch.setenv("DASK_LOGGING__DISTRIBUTED", "error")
         configure_logging(0)
+
+
+def test_task_counter_counts_the_bytes_a_client_gathers_not_those_that_stay_on_workers():
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from segmentation.progress import install_task_counter
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            counts = install_task_counter(client, cluster)
+            x = da.ones((400_000, 10), chunks=(50_000, 10))  # 32 MB in 8 blocks
+            before = counts()["client_bytes"]
+            x.sum().compute()
+            reduced = counts()["client_bytes"] - before
+            x.compute()
+            gathered = counts()["client_bytes"] - before - reduced
+    assert reduced < 10_000
+    assert 0.9 * x.nbytes <= gathered <= 1.1 * x.nbytes
