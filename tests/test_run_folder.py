@@ -40,7 +40,15 @@ def test_the_docs_list_every_file_of_the_catalog_and_no_other():
 def test_catalog_names_are_unique_and_formats_known():
     names = [entry.name for entry in CATALOG]
     assert len(names) == len(set(names))
-    assert {entry.format for entry in CATALOG} <= {"json", "csv", "parquet", "dataset", "model", "html", "pdf"}
+    assert {entry.format for entry in CATALOG} <= {
+        "json",
+        "csv",
+        "parquet",
+        "dataset",
+        "model",
+        "html",
+        "pdf",
+    }
     assert all(entry.name.endswith("/") == (entry.format in ("dataset", "model")) for entry in CATALOG)
     assert {entry for entry in CATALOG if entry.by_workers} == {ASSIGNMENTS, run_folder.RESPONSE_SCORES}
     # Every constant of the module that is a RunFile is in the catalog.
@@ -83,7 +91,9 @@ def test_a_run_in_memory_storage_is_read_by_url():
     frame.to_parquet(f"{folder.url_for(ASSIGNMENTS)}/population-00000.parquet")
     # While staged, the small files are local and the workers' dataset is already in the store.
     staged = folder.reader()
-    assert staged.url(ASSIGNMENTS).startswith("memory://") and not staged.url(PROPORTIONS).startswith("memory")
+    assert staged.url(ASSIGNMENTS).startswith("memory://") and not staged.url(PROPORTIONS).startswith(
+        "memory"
+    )
     assert staged.read(ASSIGNMENTS).compute()["LNR"].tolist() == [1, 2]
     folder.commit()
     finished = RunReader(location)
