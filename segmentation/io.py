@@ -617,6 +617,10 @@ def _add_counts(*parts: tuple) -> tuple:
     return tuple(sum(values[1:], values[0]) for values in zip(*parts, strict=True))
 
 
+# Ids of about this many blocks are checked for repeats together (one task per bucket of ids).
+BLOCKS_PER_ID_BUCKET = 16
+
+
 def code_tables(
     tables: dict[str, Table],
     codebook: Codebook,
@@ -630,9 +634,11 @@ def code_tables(
     ``FirstPass``.
 
     An id that repeats within a table is an ``InputError`` naming it and both its lines, unless
-    ``allow_duplicate_ids`` (then the repeats are counted)."""
+    ``allow_duplicate_ids`` (then the repeats are counted). The ids stay on the workers: each block's ids are
+    split into buckets by value, each bucket checked for repeats by one task, and only the count and the
+    first repeated id come back, so what the client receives does not grow with the rows."""
     shared = dask.delayed(codebook, traverse=False)
-    blocks, lazy, ids = {}, {}, {}
+    blocks, lazy = {}, {}
     for name, table in tables.items():
         paths = block_paths(scratch_folder(work, name, storage_options), len(table.parts))
         checks = (table.strict, table.validate)
@@ -640,38 +646,55 @@ def code_tables(
             dask.delayed(_code_and_save, nout=2)(raw, shared, source, checks, path, storage_options)
             for (source, raw), path in zip(table.parts, paths, strict=True)
         ]
-        lazy[name] = tree_reduce([counts for counts, _ in parts], _add_counts)
-        ids[name] = [block_ids for _, block_ids in parts]
+        buckets = max(1, len(parts) // BLOCKS_PER_ID_BUCKET)
+        split = [dask.delayed(_split_ids)(ids, buckets, i) for i, (_, ids) in enumerate(parts)]
+        repeats = [dask.delayed(_repeats_in_bucket)(*[s[b] for s in split]) for b in range(buckets)]
+        lazy[name] = (tree_reduce([counts for counts, _ in parts], _add_counts), repeats)
         blocks[name] = Blocks(paths, codebook.rest_dtypes, storage_options)
-    counts, ids = dask.compute(lazy, ids)
+    (computed,) = dask.compute(lazy)
     id_column = codebook.schema.id_column
-    first_pass = {
-        name: FirstPass(
-            missing,
-            {c: int(v) for c, v in invalid.items() if v},
-            _duplicate_ids(tables[name], ids[name], id_column, allow_duplicate_ids, sep, storage_options),
-        )
-        for name, (missing, invalid) in counts.items()
-    }
+    first_pass = {}
+    for name, ((missing, invalid), repeats) in computed.items():
+        found = _duplicate_ids(tables[name], repeats, id_column, allow_duplicate_ids, sep, storage_options)
+        first_pass[name] = FirstPass(missing, {c: int(v) for c, v in invalid.items() if v}, found)
     return blocks, first_pass
 
 
+def _split_ids(ids: np.ndarray, buckets: int, block: int) -> list[np.ndarray]:
+    """A block's ids -> per bucket (id modulo ``buckets``) an int64 array of rows ``(id, block, row)``."""
+    located = np.column_stack([ids, np.full(len(ids), block), np.arange(len(ids))]).astype("int64")
+    bucket = np.mod(located[:, 0], buckets)
+    return [located[bucket == b] for b in range(buckets)]
+
+
+def _repeats_in_bucket(*parts: np.ndarray) -> tuple[int, tuple | None]:
+    """Rows that repeat an id seen earlier, among ``parts`` (one per block, in block order); and the repeated
+    id whose first row comes first, with the (block, row) of its first two rows (None without repeats)."""
+    located = np.concatenate(parts) if parts else np.empty((0, 3), dtype="int64")
+    ids = located[:, 0]
+    unique, first, seen = np.unique(ids, return_index=True, return_counts=True)
+    repeats = len(ids) - len(unique)
+    if not repeats:
+        return 0, None
+    value = ids[first[seen > 1].min()]
+    where = located[ids == value][:2, 1:]
+    return repeats, (int(value), [(int(b), int(r)) for b, r in where])
+
+
 def _duplicate_ids(
-    table: Table, ids: list[np.ndarray], id_column: str, allowed: bool, sep: str, storage_options: dict
+    table: Table, repeats: list[tuple], id_column: str, allowed: bool, sep: str, storage_options: dict
 ) -> int:
-    """How many rows repeat an id seen earlier in the table; raises ``InputError`` for the first repeated
-    id (naming both its lines) unless duplicates are ``allowed``."""
-    every = np.concatenate(ids) if ids else np.empty(0, dtype="int64")
-    unique, first_seen, seen = np.unique(every, return_index=True, return_counts=True)
-    repeats = len(every) - len(unique)
-    if repeats and not allowed:
-        value = int(every[first_seen[seen > 1].min()])
-        ends = np.cumsum([len(i) for i in ids])
-        rows = np.flatnonzero(every == value)[:2]
-        files = list(dict.fromkeys(table.parts[np.searchsorted(ends, r, "right")][0] for r in rows))
-        where = duplicate_id_locations(files, id_column, value, sep, storage_options)
+    """How many rows repeat an id seen earlier in the table (``repeats``: each bucket's count and first
+    repeated id); raises ``InputError`` for the first repeated id (naming both its lines) unless duplicates
+    are ``allowed``."""
+    total = sum(count for count, _ in repeats)
+    found = [first for _, first in repeats if first is not None]
+    if total and not allowed:
+        value, where = min(found, key=lambda first: first[1][0])
+        files = list(dict.fromkeys(table.parts[block][0] for block, _ in where))
+        at = duplicate_id_locations(files, id_column, value, sep, storage_options)
         raise InputError(
-            f"{where}: {id_column} {value} is repeated ({repeats:,} repeated id(s) in table {table.name}; "
+            f"{at}: {id_column} {value} is repeated ({total:,} repeated id(s) in table {table.name}; "
             "pass --allow-duplicate-ids to keep every row)"
         )
-    return repeats
+    return total

@@ -301,3 +301,24 @@ def test_ingest_leaves_nothing_behind_on_bad_input(tmp_path, other_schema):
     with pytest.raises(InputError, match="value 'abc'"):
         ingest(read_table(path, other_schema, strict=True), str(tmp_path / "out.parquet"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["population.csv"]
+
+
+@pytest.mark.parametrize("buckets", [1, 2, 5])
+@pytest.mark.parametrize("seed", range(5))
+def test_repeated_ids_found_by_buckets_equal_those_of_all_ids_at_once(buckets, seed):
+    from segmentation.io import _repeats_in_bucket, _split_ids
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 30, size=6)
+    blocks = [rng.integers(-20, 60, size=n) for n in sizes]
+    every = np.concatenate(blocks)
+    split = [_split_ids(ids, buckets, i) for i, ids in enumerate(blocks)]
+    found = [_repeats_in_bucket(*[s[b] for s in split]) for b in range(buckets)]
+    unique, first, seen = np.unique(every, return_index=True, return_counts=True)
+    assert sum(count for count, _ in found) == len(every) - len(unique)
+    value, where = min((f for _, f in found if f is not None), key=lambda f: f[1][0])
+    assert value == every[first[seen > 1].min()]
+    ends = np.cumsum(sizes)
+    rows = np.flatnonzero(every == value)[:2]
+    blocks_of = np.searchsorted(ends, rows, "right")
+    assert where == [(int(b), int(r - (ends[b] - sizes[b]))) for b, r in zip(blocks_of, rows, strict=True)]
