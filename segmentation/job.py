@@ -429,6 +429,7 @@ def _run_record(
         "versions": versions(),
         "cluster": session.describe(),
         "timings": dict(session.timings),
+        "stage_costs": session.stage_costs,
         "rows": row_accounting({name: found.rows for name, found in first_pass.items()}, results.counts),
         "columns": {
             "input": len(schema.columns("population")),

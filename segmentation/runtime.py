@@ -705,6 +705,9 @@ class ClusterSession:
         The cluster this session started (``None`` when connected to a remote scheduler).
     timings : dict of str to float
         Seconds per stage, from ``stage``.
+    stage_costs : dict of str to dict
+        Per stage, the tasks the scheduler ran (``tasks``) and the bytes of the results brought to the
+        client (``client_bytes``), from the scheduler's ``TaskCounter``; empty when it gives no counts.
     """
 
     def __init__(
@@ -714,6 +717,7 @@ class ClusterSession:
         self.client = client
         self.cluster = cluster
         self.timings: dict[str, float] = {}
+        self.stage_costs: dict[str, dict[str, int]] = {}
         self._counts = install_task_counter(client, cluster)
         mode = "auto" if show_progress is None else ("bars" if show_progress else "off")
         self._display = StageDisplay(mode, self._counts)
@@ -733,6 +737,7 @@ class ClusterSession:
         ``timings[name]`` (also on failure). An interrupt that was swallowed meanwhile is raised at either
         end (``check_interrupt``)."""
         check_interrupt()
+        before = self._counts() or {}
         with self._display.stage(name) as progress:
             stage = Stage(name=name, started=progress.started, progress=progress)
             try:
@@ -741,6 +746,11 @@ class ClusterSession:
             finally:
                 stage.seconds = time.perf_counter() - stage.started
                 self.timings[name] = self.timings.get(name, 0.0) + stage.seconds
+                after = self._counts() or {}
+                if "submitted" in before and "submitted" in after:
+                    costs = self.stage_costs.setdefault(name, {"tasks": 0, "client_bytes": 0})
+                    costs["tasks"] += after["submitted"] - before["submitted"]
+                    costs["client_bytes"] += after.get("client_bytes", 0) - before.get("client_bytes", 0)
 
     def recovery(self) -> dict[str, int | None]:
         """Workers lost and tasks computed again (their result was lost with a worker) since the session

@@ -260,3 +260,29 @@ def test_missing_attributes_file_is_a_configuration_error(dataset, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "nope.csv: attributes file not found" in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_bytes_brought_to_the_client_do_not_grow_with_rows(profile, tmp_path):
+    """run.json's stage_costs at two population sizes (x4): every stage brings the client the same bytes,
+    except the project stage, which gathers the seeding sample (all kept rows up to 100,000 here)."""
+    costs = {}
+    for rows in (3_000, 12_000):
+        data = tmp_path / f"data-{rows}"
+        generate(data, rows=rows, customers_rows=1_000, mailout_rows=300, segments=4, seed=SEED)
+        config = load_job(None, {
+            "inputs.population": str(data / "population.csv"), "inputs.customers": str(data / "customers.csv"),
+            "inputs.mailout_train": str(data / "mailout_train.csv"), "output": str(tmp_path / f"run-{rows}"),
+            "cluster": str(profile), "seed": SEED, "clustering.k": 4, "report": False,
+        })  # fmt: skip
+        result = run_job(config)
+        kept, components = result.run["rows"]["population"]["assigned"], result.run["pca"]["n_components"]
+        costs[rows] = (result.run["stage_costs"], kept * components * 4)
+    (small, small_sample), (large, large_sample) = costs[3_000], costs[12_000]
+    assert set(small) >= {"read", "scale", "reduce", "project", "cluster", "assign", "response"}
+    for stage in small:
+        assert small[stage]["tasks"] > 0 or stage in ("clean", "compare", "describe", "write")
+        grown = large[stage]["client_bytes"] - small[stage]["client_bytes"]
+        if stage == "project":
+            assert grown == pytest.approx(large_sample - small_sample, rel=0.05)
+        else:
+            assert grown <= 0.1 * small[stage]["client_bytes"] + 20_000, (stage, small[stage], large[stage])
