@@ -35,7 +35,7 @@ from segmentation.io import DEFAULT_BLOCKSIZE, RunFolder
 from segmentation.job import run_job
 from segmentation.schema import default_attributes_path
 from segmentation.synth import generate
-from tests.test_runtime import (
+from tests.clusters import (
     DASK,
     PROFILES,
     assert_gone,
