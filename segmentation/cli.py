@@ -341,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     from .progress import configure_logging
 
     configure_logging(args.verbosity)
-    from .config import ConfigError
     from .preflight import InputError
-    from .runtime import ProfileError, exit_interrupted, handle_interrupts
+    from .runtime import exit_interrupted, handle_interrupts
     from .schema import SchemaError
+    from .settings import SettingsError
 
     try:
         with handle_interrupts():  # clean up on `kill` / `timeout` as on Ctrl-C
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)
         exit_interrupted(EXIT_INTERRUPTED)
-    except (ConfigError, ProfileError, SchemaError) as error:
+    except (SettingsError, SchemaError) as error:  # a job file, a cluster profile, an attributes file
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except (InputError, FileNotFoundError) as error:

@@ -1,19 +1,19 @@
-"""Job specifications (YAML) -> small typed objects, validated on load with messages a user understands."""
+"""Job specifications (YAML) -> small typed objects, validated on load (``settings.from_mapping``, as cluster
+profiles are) with messages a user understands."""
 
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import logging
 import os
 import sys
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from .settings import SettingsError, from_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ def algorithms() -> tuple[str, ...]:
     return tuple(found)
 
 
-class ConfigError(ValueError):
-    """A job spec or profile that does not validate; the message names the file and the key."""
+class ConfigError(SettingsError):
+    """A job spec that does not validate; the message names the file and the key."""
 
 
 @dataclass
@@ -163,69 +163,6 @@ def _valid_components(value) -> bool:
     return isinstance(value, float) and 0 < value < 1
 
 
-def from_mapping(cls, data: object, where: str):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys (with a hint) and wrong types."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in data.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}; known keys: {', '.join(known)}")
-        values[key] = _coerce(hints[key], value, f"{where}.{key}")
-    for name, spec in known.items():
-        if name not in values and spec.default is MISSING and spec.default_factory is MISSING:
-            raise ConfigError(f"{where}: missing required key {name!r}")
-    return cls(**values)
-
-
-def _coerce(annotation, value, where: str):
-    origin = typing.get_origin(annotation)
-    if is_dataclass(annotation):
-        return from_mapping(annotation, value, where)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(option, value, where)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(
-            errors[0]
-            if len(errors) == 1
-            else f"{where}: {value!r} is not a valid value "
-            f"(expected {' or '.join(_name(o) for o in options)})"
-        )
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is str and isinstance(value, os.PathLike):
-        return str(value)
-    if annotation in (int, float, str, bool) and not (
-        isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))
-    ):
-        raise ConfigError(f"{where}: expected {_name(annotation)}, got {value!r}")
-    return value
-
-
-def _name(annotation) -> str:
-    return getattr(annotation, "__name__", str(annotation))
-
-
 def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> JobConfig:
     """Load a job spec (None: defaults) and apply command-line overrides given as dotted keys."""
     data: dict = {}
@@ -250,7 +187,7 @@ def load_job(path: str | os.PathLike | None, overrides: dict | None = None) -> J
             node = node[parent]
         node[leaf] = value
     deprecated = _read_kmeans_section(data, source)
-    config = from_mapping(JobConfig, data, source).validate(source)
+    config = from_mapping(JobConfig, data, source, error=ConfigError).validate(source)
     if deprecated:  # after validation, so that a rejected job prints its error alone
         logger.warning("%s: the 'kmeans:' section is deprecated; rename it 'clustering:'", source)
     return config

@@ -22,7 +22,7 @@ from .config import JobConfig
 from .schema import Schema, SchemaError, default_attributes_path, parse_attributes
 
 if TYPE_CHECKING:
-    from .runtime import Profile
+    from .profile import Profile
 
 
 class InputError(ValueError):
@@ -165,7 +165,7 @@ def preflight(config: JobConfig) -> Checked:
     Raises ``ProfileError``/``SchemaError`` (configuration) or ``InputError`` (a missing file, an empty
     or header-only table, a wrong delimiter, a missing column, an unreadable Parquet file).
     """
-    from .runtime import load_profile  # imports distributed: not needed by the header checks
+    from .profile import load_profile  # imports Dask and distributed: not needed by the header checks
 
     profile = load_profile(config.cluster)
     storage = profile.storage_options

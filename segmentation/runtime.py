@@ -1,11 +1,7 @@
-"""Cluster profiles -> a Dask client: start or connect, dashboard, stage progress and timings, performance report.
+"""The cluster session: start or connect to the cluster a profile describes, a client, the dashboard link, stage
+progress and timings, peak worker memory, the performance report, and a clean shutdown (also on Ctrl-C).
 
-A profile is a small YAML file (see ``cluster_config/`` and ``docs/running.md``) of one of three kinds:
-
-- ``local``: a ``LocalCluster`` on this machine, listening on 127.0.0.1;
-- ``remote``: an existing scheduler (``tcp://`` or ``tls://``); the session connects and leaves it running;
-- ``generic``: any cluster class given by import path (``dask_jobqueue.SLURMCluster``, ...) with its keyword
-  arguments, then ``scale`` or ``adapt``.
+Profiles are read and validated by ``profile.load_profile``.
 
 Example
 -------
@@ -19,7 +15,6 @@ Example
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import os
@@ -29,18 +24,17 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
 import dask
 import dask.config
-import yaml
-from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster, Security
 from distributed import performance_report as dask_performance_report
 from distributed.core import Status
 
+from .profile import GenericSettings, LocalSettings, Profile, ProfileError, RemoteSettings, load_profile
 from .progress import (
     StageDisplay,
     StageProgress,
@@ -48,37 +42,19 @@ from .progress import (
     install_task_counter,
     local_worker_config,
 )
+from .settings import did_you_mean
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ClusterSession",
-    "GenericSettings",
-    "LocalSettings",
-    "Profile",
-    "ProfileError",
-    "RemoteSettings",
     "Stage",
-    "TLSSettings",
-    "load_profile",
+    "check_interrupt",
+    "exit_interrupted",
+    "handle_interrupts",
     "open_cluster",
 ]
 
-# The packaged default, identical to cluster_config/local.yml (a test keeps them in step). It lives here
-# rather than in a data file so that it ships with the module.
-DEFAULT_PROFILE_YAML = """\
-# A LocalCluster for a 2-core laptop: one single-threaded worker process per core.
-kind: local
-name: local
-n_workers: 2
-threads_per_worker: 1
-memory_limit: auto            # per worker: the machine's memory divided by n_workers
-processes: true
-host: 127.0.0.1
-dashboard_address: 127.0.0.1:8787   # another free port is used when 8787 is taken
-"""
-
-DEFAULT_CONNECT_TIMEOUT = 10.0
 MEMORY_POLL_SECONDS = 30.0
 
 # The distribution that provides each module, for "pip install ..." hints when a cluster class is missing.
@@ -90,123 +66,6 @@ _PACKAGE_OF_MODULE = {
     "dask_yarn": "dask-yarn",
     "coiled": "coiled",
 }
-
-# Options of s3fs.S3FileSystem and common fsspec options: storage keys are passed to fsspec unchanged, but a
-# key that is a near miss of one of these is taken for a typo.
-_KNOWN_STORAGE_KEYS = (
-    "anon",
-    "endpoint_url",
-    "key",
-    "secret",
-    "token",
-    "use_ssl",
-    "client_kwargs",
-    "config_kwargs",
-    "requester_pays",
-    "s3_additional_kwargs",
-    "profile",
-    "default_block_size",
-    "version_aware",
-    "skip_instance_cache",
-    "use_listings_cache",
-)
-
-
-class ProfileError(ValueError):
-    """A cluster profile is invalid, or the cluster it describes cannot be reached or started."""
-
-
-@dataclass(frozen=True)
-class TLSSettings:
-    """Client certificates for a ``tls://`` scheduler (paths resolved against the profile's folder)."""
-
-    ca_file: Path
-    cert: Path
-    key: Path | None = None
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """Keyword arguments of the ``LocalCluster`` a ``kind: local`` profile starts."""
-
-    kind: ClassVar[str] = "local"
-    n_workers: int = 2
-    threads_per_worker: int = 1
-    memory_limit: int | str = "auto"
-    processes: bool = True
-    host: str = "127.0.0.1"
-    dashboard_address: str | None = "127.0.0.1:8787"
-    local_directory: str | None = None
-
-
-@dataclass(frozen=True)
-class RemoteSettings:
-    """An existing scheduler that a ``kind: remote`` profile connects to."""
-
-    kind: ClassVar[str] = "remote"
-    address: str
-    tls: TLSSettings | None = None
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    wait_for_workers: int = 0
-    wait_timeout: float = 300.0
-
-
-@dataclass(frozen=True)
-class GenericSettings:
-    """Any cluster class by import path, with its keyword arguments and ``scale`` or ``adapt`` arguments."""
-
-    kind: ClassVar[str] = "generic"
-    cluster_class: str
-    cluster_kwargs: dict[str, Any] = field(default_factory=dict)
-    scale: dict[str, Any] | None = None
-    adapt: dict[str, Any] | None = None
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
-    wait_for_workers: int = 0
-    wait_timeout: float = 300.0
-
-
-ClusterSettings = LocalSettings | RemoteSettings | GenericSettings
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A validated cluster profile.
-
-    Attributes
-    ----------
-    name : str
-        ``name:`` from the file, else the file's stem.
-    source : str
-        The file it was read from (``"<default>"`` for the packaged default).
-    cluster : LocalSettings | RemoteSettings | GenericSettings
-        What to start or connect to.
-    dask : dict
-        Dask configuration (nested, as in Dask's YAML files) set for the session's lifetime.
-    storage : dict
-        fsspec storage options as written in the profile; see ``storage_options``.
-    """
-
-    name: str
-    source: str
-    cluster: ClusterSettings
-    dask: dict[str, Any] = field(default_factory=dict)
-    storage: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        return self.cluster.kind
-
-    @property
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec options for inputs and outputs: the profile's ``storage:``, then the environment.
-
-        Keys the profile sets win. Missing ones come from ``FSSPEC_S3_*`` variables, then from
-        ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, ``AWS_ENDPOINT_URL_S3`` /
-        ``AWS_ENDPOINT_URL`` and ``AWS_REGION`` / ``AWS_DEFAULT_REGION``. Credentials are taken as a group
-        from one place, and never when the profile sets ``anon: true``. The result travels with the tasks,
-        so remote workers need no such variables; it holds secrets: do not log it.
-        """
-        return _merge_storage_options(self.storage, os.environ)
 
 
 @dataclass
@@ -224,333 +83,6 @@ class Stage:
             self.progress.detail(text)
 
 
-# --- loading -----------------------------------------------------
-
-
-def load_profile(path: str | os.PathLike[str] | None = None) -> Profile:
-    """Read and validate a cluster profile; ``None`` gives the packaged default local profile.
-
-    Raises ``ProfileError`` naming the file, the key and what was expected.
-    """
-    if path is None:
-        return _parse_profile(yaml.safe_load(DEFAULT_PROFILE_YAML), source="<default>", base_dir=Path.cwd())
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProfileError(f"cluster profile not found: {path}") from None
-    except OSError as error:
-        raise ProfileError(f"cannot read cluster profile {path}: {error.strerror}") from error
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ProfileError(f"{path}: not valid YAML: {error}") from error
-    return _parse_profile({} if raw is None else raw, source=str(path), base_dir=path.resolve().parent)
-
-
-_COMMON_KEYS = ("kind", "name", "dask", "storage")
-_KIND_KEYS = {
-    "local": (
-        "n_workers",
-        "threads_per_worker",
-        "memory_limit",
-        "processes",
-        "host",
-        "dashboard_address",
-        "local_directory",
-    ),
-    "remote": ("address", "tls", "connect_timeout", "wait_for_workers", "wait_timeout"),
-    "generic": (
-        "cluster_class",
-        "cluster_kwargs",
-        "scale",
-        "adapt",
-        "connect_timeout",
-        "wait_for_workers",
-        "wait_timeout",
-    ),
-}
-_TLS_KEYS = ("ca_file", "cert", "key")
-_SCHEMES = ("tcp", "tls", "ws", "wss", "ucx", "inproc")
-
-
-def _parse_profile(raw: Any, *, source: str, base_dir: Path) -> Profile:
-    if not isinstance(raw, Mapping):
-        raise ProfileError(f"{source}: a profile must be a mapping of keys to values, got {_show(raw)}")
-    fields = _Fields(raw, source)
-    kind = fields.choice("kind", tuple(_KIND_KEYS), default="local")
-    _reject_unknown_keys(raw, source, kind)
-    name = fields.text("name", default=Path(source).stem if source != "<default>" else "local")
-    dask_config = _parse_dask_section(fields.mapping("dask"), source)
-    storage = _parse_storage_section(fields.mapping("storage"), source)
-    if kind == "local":
-        cluster: ClusterSettings = LocalSettings(
-            n_workers=fields.integer("n_workers", default=2, minimum=1),
-            threads_per_worker=fields.integer("threads_per_worker", default=1, minimum=1),
-            memory_limit=fields.memory("memory_limit", default="auto"),
-            processes=fields.boolean("processes", default=True),
-            host=fields.text("host", default="127.0.0.1"),
-            dashboard_address=fields.text("dashboard_address", default="127.0.0.1:8787", nullable=True),
-            local_directory=fields.text("local_directory", default=None, nullable=True),
-        )
-    elif kind == "remote":
-        cluster = RemoteSettings(
-            address=_parse_address(fields.text("address", required=True), source),
-            tls=_parse_tls(raw.get("tls"), source, base_dir),
-            **_connection_fields(fields),
-        )
-        _check_address_matches_tls(cluster, source)
-    else:
-        cluster = GenericSettings(
-            cluster_class=_parse_import_path(fields.text("cluster_class", required=True), source),
-            cluster_kwargs=fields.mapping("cluster_kwargs"),
-            scale=_parse_scale(raw.get("scale"), source),
-            adapt=fields.mapping("adapt") if raw.get("adapt") is not None else None,
-            **_connection_fields(fields),
-        )
-        if cluster.scale is not None and cluster.adapt is not None:
-            raise ProfileError(f"{source}: set either scale or adapt, not both")
-    return Profile(name=name, source=source, cluster=cluster, dask=dask_config, storage=storage)
-
-
-def _connection_fields(fields: _Fields) -> dict[str, Any]:
-    return {
-        "connect_timeout": fields.seconds("connect_timeout", default=DEFAULT_CONNECT_TIMEOUT),
-        "wait_for_workers": fields.integer("wait_for_workers", default=0, minimum=0),
-        "wait_timeout": fields.seconds("wait_timeout", default=300.0),
-    }
-
-
-class _Fields:
-    """Reads typed values out of one mapping of a profile; errors name the file and the key."""
-
-    def __init__(self, raw: Mapping[str, Any], source: str, prefix: str = "") -> None:
-        self.raw = raw
-        self.source = source
-        self.prefix = prefix
-
-    def fail(self, key: str, expected: str) -> NoReturn:
-        raise ProfileError(
-            f"{self.source}: {self.prefix}{key} must be {expected}, got {_show(self.raw.get(key))}"
-        )
-
-    def _get(self, key: str, default: Any, required: bool) -> Any:
-        if key not in self.raw:
-            if required:
-                raise ProfileError(f"{self.source}: missing required key {self.prefix}{key}")
-            return default
-        return self.raw[key]
-
-    def integer(self, key: str, *, default: int, minimum: int) -> int:
-        value = self._get(key, default, required=False)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(key, f"an integer >= {minimum}")
-        return value
-
-    def boolean(self, key: str, *, default: bool) -> bool:
-        value = self._get(key, default, required=False)
-        if not isinstance(value, bool):
-            self.fail(key, "true or false")
-        return value
-
-    def text(
-        self, key: str, *, default: str | None = None, required: bool = False, nullable: bool = False
-    ) -> str | None:
-        value = self._get(key, default, required)
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            self.fail(key, "a non-empty string" + (" or null" if nullable else ""))
-        return value.strip()
-
-    def choice(self, key: str, choices: tuple[str, ...], *, default: str) -> str:
-        value = self._get(key, default, required=False)
-        if value not in choices:
-            hint = _did_you_mean(str(value), choices)
-            self.fail(key, "one of " + ", ".join(choices) + hint)
-        return value
-
-    def seconds(self, key: str, *, default: float) -> float:
-        value = self._get(key, default, required=False)
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            seconds = float(parse_timedelta(value, default="seconds"))
-        except (TypeError, ValueError, KeyError):
-            seconds = -1.0
-        if seconds <= 0:
-            self.fail(key, 'a positive duration in seconds (e.g. 10 or "10s")')
-        return seconds
-
-    def memory(self, key: str, *, default: int | str) -> int | str:
-        value = self._get(key, default, required=False)
-        if value == "auto":
-            return value
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            if parse_bytes(value) <= 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            self.fail(key, '"auto", a number of bytes or a size such as "4GiB"')
-        return value
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self._get(key, None, required=False)
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(key, "a mapping (key: value lines)")
-        bad_keys = [k for k in value if not isinstance(k, str)]
-        if bad_keys:
-            raise ProfileError(f"{self.source}: {self.prefix}{key} has a non-string key {bad_keys[0]!r}")
-        return dict(value)
-
-
-def _show(value: Any) -> str:
-    return "nothing (null)" if value is None else f"{value!r} ({type(value).__name__})"
-
-
-def _did_you_mean(word: str, candidates: Any) -> str:
-    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {matches[0]!r}?)" if matches else ""
-
-
-def _reject_unknown_keys(raw: Mapping[str, Any], source: str, kind: str) -> None:
-    allowed = _COMMON_KEYS + _KIND_KEYS[kind]
-    for key in raw:
-        if key in allowed:
-            continue
-        owners = [other for other, keys in _KIND_KEYS.items() if key in keys]
-        if owners:
-            default_note = " (kind defaults to local)" if "kind" not in raw else ""
-            raise ProfileError(
-                f"{source}: key {key!r} does not apply to kind {kind!r}{default_note}; "
-                f"it belongs to kind {' or '.join(owners)}"
-            )
-        raise ProfileError(
-            f"{source}: unknown key {key!r}{_did_you_mean(str(key), allowed)}; "
-            f"keys for kind {kind!r}: {', '.join(allowed)}"
-        )
-
-
-def _parse_address(address: str, source: str) -> str:
-    scheme, _, rest = address.rpartition("://")
-    if scheme and scheme not in _SCHEMES:
-        raise ProfileError(
-            f"{source}: address {address!r} has an unknown scheme {scheme!r}"
-            f"{_did_you_mean(scheme, _SCHEMES)}; use one of {', '.join(s + '://' for s in _SCHEMES)}"
-        )
-    if not rest:
-        raise ProfileError(f"{source}: address {address!r} has no host; expected e.g. tls://scheduler:8786")
-    return address
-
-
-def _parse_tls(raw: Any, source: str, base_dir: Path) -> TLSSettings | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, Mapping):
-        raise ProfileError(f"{source}: tls must be a mapping with ca_file, cert and key, got {_show(raw)}")
-    for key in raw:
-        if key not in _TLS_KEYS:
-            raise ProfileError(
-                f"{source}: unknown key tls.{key}{_did_you_mean(str(key), _TLS_KEYS)}; "
-                f"tls takes {', '.join(_TLS_KEYS)}"
-            )
-    fields = _Fields(raw, source, prefix="tls.")
-
-    def existing_file(key: str, required: bool) -> Path | None:
-        value = fields.text(key, required=required, nullable=not required)
-        if value is None:
-            return None
-        path = (base_dir / Path(value).expanduser()).resolve()
-        if not path.is_file():
-            raise ProfileError(f"{source}: tls.{key}: file not found: {path}")
-        return path
-
-    return TLSSettings(
-        ca_file=existing_file("ca_file", True),  # type: ignore[arg-type]
-        cert=existing_file("cert", True),  # type: ignore[arg-type]
-        key=existing_file("key", False),
-    )
-
-
-def _check_address_matches_tls(remote: RemoteSettings, source: str) -> None:
-    scheme = remote.address.partition("://")[0] if "://" in remote.address else "tcp"
-    if remote.tls is not None and scheme not in ("tls", "wss"):
-        raise ProfileError(
-            f"{source}: tls is set but address {remote.address!r} is not encrypted; use tls://host:port"
-        )
-
-
-def _parse_import_path(path: str, source: str) -> str:
-    if "." not in path or not all(part.isidentifier() for part in path.split(".")):
-        raise ProfileError(
-            f"{source}: cluster_class must be an import path such as dask_jobqueue.SLURMCluster, got {path!r}"
-        )
-    return path
-
-
-def _parse_scale(raw: Any, source: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
-        return {"n": raw}
-    if isinstance(raw, Mapping) and all(isinstance(k, str) for k in raw):
-        return dict(raw)
-    raise ProfileError(
-        f"{source}: scale must be a number of workers or the arguments of cluster.scale() "
-        f"(e.g. {{jobs: 4}} or {{n: 2}}), got {_show(raw)}"
-    )
-
-
-def _parse_dask_section(section: dict[str, Any], source: str) -> dict[str, Any]:
-    """Nest the section as Dask's YAML files are: top-level keys are dotted paths (as in ``dask.config.set``),
-    keys of nested mappings are taken as they are (``distributed.logging`` has keys with dots)."""
-    import distributed  # noqa: F401  (loads distributed's configuration defaults, checked below)
-
-    nested: dict[str, Any] = {}
-    for path, value in section.items():
-        *parents, leaf = path.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ProfileError(f"{source}: dask: {path} conflicts with another key that sets {part}")
-        if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
-            dask.config.update(node[leaf], value)
-        else:
-            node[leaf] = dict(value) if isinstance(value, Mapping) else value
-    _check_dask_keys(nested, dask.config.config, [], source)
-    return nested
-
-
-# Environment variables for worker processes: any name goes (MALLOC_MMAP_THRESHOLD_ is no typo of
-# MALLOC_TRIM_THRESHOLD_).
-_ENVIRONMENT_KEYS = {"distributed.nanny.pre-spawn-environ", "distributed.nanny.environ"}
-
-
-def _check_dask_keys(
-    section: Mapping[str, Any], known: Mapping[str, Any], path: list[str], source: str
-) -> None:
-    """Reject near misses of existing Dask keys (``targte``); other unknown keys pass, because many mappings
-    are free-form (``distributed.logging``, ``distributed.worker.resources``) and other libraries
-    (``jobqueue``, ``kubernetes``) add their own."""
-    for key, value in section.items():
-        name = dask.config.canonical_name(key, known)
-        if name in known:
-            free_form = ".".join([*path, name]) in _ENVIRONMENT_KEYS
-            if isinstance(value, Mapping) and isinstance(known[name], Mapping) and not free_form:
-                _check_dask_keys(value, known[name], [*path, name], source)
-            continue
-        close = difflib.get_close_matches(key, [str(k) for k in known], n=1, cutoff=0.8)
-        if close:
-            raise ProfileError(
-                f"{source}: dask: {'.'.join([*path, key])} is not a Dask setting "
-                f"(did you mean {'.'.join([*path, close[0]])}?)"
-            )
-
-
 def _dask_config_overrides(section: Mapping[str, Any]) -> dict[str, Any]:
     """The top-level entries of Dask's configuration with the profile's section merged in.
 
@@ -565,46 +97,6 @@ def _dask_config_overrides(section: Mapping[str, Any]) -> dict[str, Any]:
         else:
             overrides[name] = value
     return overrides
-
-
-def _parse_storage_section(section: dict[str, Any], source: str) -> dict[str, Any]:
-    for key in section:
-        if key in _KNOWN_STORAGE_KEYS:
-            continue
-        close = difflib.get_close_matches(key, _KNOWN_STORAGE_KEYS, n=1, cutoff=0.75)
-        if close:
-            raise ProfileError(f"{source}: unknown key storage.{key} (did you mean {close[0]!r}?)")
-    return section
-
-
-def _merge_storage_options(profile_options: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    from fsspec.config import set_conf_env
-
-    fsspec_conf: dict[str, dict[str, Any]] = {}
-    set_conf_env(fsspec_conf, envdict=environ)
-    fsspec_s3 = fsspec_conf.get("s3", {})
-    aws = {
-        "key": environ.get("AWS_ACCESS_KEY_ID"),
-        "secret": environ.get("AWS_SECRET_ACCESS_KEY"),
-        "token": environ.get("AWS_SESSION_TOKEN"),
-        "endpoint_url": environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL"),
-    }
-    credentials = ("key", "secret", "token")
-    options = dict(profile_options)
-    for fallback in (fsspec_s3, aws):
-        for key, value in fallback.items():
-            if key not in credentials and value is not None and key not in options:
-                options[key] = value
-        if not options.get("anon") and not any(options.get(k) for k in credentials):
-            options.update({k: fallback[k] for k in credentials if fallback.get(k)})
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    client_kwargs = dict(options.get("client_kwargs") or {})
-    if region and "region_name" not in client_kwargs:
-        options["client_kwargs"] = {**client_kwargs, "region_name": region}
-    return options
-
-
-# --- session -----------------------------------------------------
 
 
 _interrupted = threading.Event()
@@ -1118,6 +610,6 @@ def _import_cluster_class(path: str, source: str) -> Any:
         names = [n for n in dir(module) if not n.startswith("_")]
         raise ProfileError(
             f"{source}: cluster_class {path}: {module_name} has no class {class_name!r}"
-            f"{_did_you_mean(class_name, names)}"
+            f"{did_you_mean(class_name, names)}"
         )
     return cluster_class

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny schema of another vendor, and small tables written in the real file format."""
+"""Shared fixtures: a tiny schema of another vendor, small tables written in the real file format, and TLS
+certificates."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pandas as pd
 import pytest
 
 from segmentation.schema import parse_attributes
+from tests.clusters import make_certificates
 
 OTHER_VENDOR_ATTRIBUTES = """attribute,kind,codes,unknown_codes,label,information_level,tables,derive
 CUST_ID,id,,,Customer id,,,
@@ -58,3 +60,9 @@ def other_vendor_files(tmp_path, other_schema):
     other_vendor_frame(3000, seed=1).to_csv(tmp_path / "population.csv", sep=";", index=False)
     other_vendor_frame(800, seed=2, customers=True).to_csv(tmp_path / "customers.csv", sep=";", index=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A CA and certificates for 127.0.0.1 (``tests.clusters.make_certificates``)."""
+    return make_certificates(tmp_path_factory.mktemp("certs"))

@@ -127,7 +127,8 @@ def make():
 
 def main():
     configure_logging(int(sys.argv[1]))
-    from segmentation.runtime import load_profile, open_cluster
+    from segmentation.profile import load_profile
+    from segmentation.runtime import open_cluster
 
     with open_cluster(load_profile(sys.argv[2]), show_progress=False) as session:
         session.client.submit(make).result()  # the worker warns that it cannot measure the result

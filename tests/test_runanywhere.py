@@ -36,7 +36,7 @@ from segmentation.job import run_job
 from segmentation.run_folder import ASSIGNMENTS, ELBOW, QUALITY_ROWS, RUN_JSON, RunFolder
 from segmentation.schema import default_attributes_path
 from segmentation.synth import generate
-from tests.test_runtime import (
+from tests.clusters import (
     DASK,
     PROFILES,
     assert_gone,

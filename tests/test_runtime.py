@@ -1,11 +1,8 @@
-"""Cluster profiles and sessions: validation, local/remote/TLS/generic clusters, clean shutdown."""
+"""Cluster sessions: local/remote/TLS/generic clusters, dashboard, diagnostics, interrupts, clean shutdown."""
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import gc
-import ipaddress
 import json
 import os
 import re
@@ -14,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import urllib.request
@@ -29,32 +25,18 @@ import pytest
 import yaml
 from distributed import Client
 
-from segmentation.runtime import (
-    GenericSettings,
-    LocalSettings,
-    ProfileError,
-    RemoteSettings,
-    check_interrupt,
-    handle_interrupts,
-    load_profile,
-    open_cluster,
+from segmentation.profile import ProfileError, load_profile
+from segmentation.runtime import check_interrupt, handle_interrupts, open_cluster
+from tests.clusters import (
+    DASK,
+    PROFILES,
+    assert_gone,
+    free_port,
+    listening_addresses,
+    start,
+    stop,
+    write_profile,
 )
-
-REPO = Path(__file__).resolve().parents[1]
-PROFILES = REPO / "cluster_config"
-DASK = [sys.executable, "-m", "dask"]  # the `dask` command of this environment
-
-
-def write_profile(directory: Path, text: str, name: str = "profile.yml") -> Path:
-    path = directory / name
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def new_children(before: set[int]) -> list[psutil.Process]:
@@ -70,165 +52,7 @@ def new_children(before: set[int]) -> list[psutil.Process]:
     return children
 
 
-def assert_gone(processes: list[psutil.Process], timeout: float = 15) -> None:
-    _, alive = psutil.wait_procs(processes, timeout=timeout)
-    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"processes left running: {alive}"
-
-
-# --- loading profiles --------------------------------------------
-
-
-def test_default_profile_is_cluster_config_local_yml():
-    shipped = load_profile(PROFILES / "local.yml")
-    assert dataclasses.replace(shipped, source="<default>") == load_profile(None)
-    assert shipped.cluster == LocalSettings(n_workers=2, threads_per_worker=1, host="127.0.0.1")
-    assert shipped.cluster.dashboard_address.startswith("127.0.0.1:")
-
-
-@pytest.mark.parametrize(
-    ("name", "settings"),
-    [
-        ("local", LocalSettings),
-        ("laptop-lowmem", LocalSettings),
-        ("generic-slurm", GenericSettings),
-        ("generic-kubernetes", GenericSettings),
-        ("generic-coiled", GenericSettings),
-    ],
-)
-def test_shipped_profiles_load(name, settings):
-    profile = load_profile(PROFILES / f"{name}.yml")
-    assert isinstance(profile.cluster, settings)
-
-
-def test_shipped_remote_profile_loads_with_its_certificates(tmp_path, tls_files):
-    shutil.copy(PROFILES / "remote.yml", tmp_path / "remote.yml")
-    (tmp_path / "certs").mkdir()
-    for source, target in [("ca", "ca.pem"), ("client", "client.pem"), ("client_key", "client-key.pem")]:
-        shutil.copy(tls_files[source], tmp_path / "certs" / target)
-    profile = load_profile(tmp_path / "remote.yml")
-    assert isinstance(profile.cluster, RemoteSettings)
-    assert profile.cluster.tls.ca_file == tmp_path / "certs" / "ca.pem"
-    assert profile.cluster.address.startswith("tls://")
-
-
-def test_shipped_remote_profile_without_certificates_names_the_missing_file():
-    with pytest.raises(ProfileError, match=r"remote\.yml: tls\.ca_file: file not found: .*certs/ca\.pem"):
-        load_profile(PROFILES / "remote.yml")
-
-
-def test_laptop_lowmem_sets_memory_thresholds():
-    profile = load_profile(PROFILES / "laptop-lowmem.yml")
-    assert profile.cluster.memory_limit == "1GiB"
-    memory = profile.dask["distributed"]["worker"]["memory"]
-    assert memory == {"target": 0.5, "spill": 0.6, "pause": 0.8, "terminate": 0.95}
-
-
-BAD_PROFILES = [
-    ("kind: local\nn_worker: 2\n", r"profile\.yml: unknown key 'n_worker' \(did you mean 'n_workers'\?\)"),
-    ("n_workers: two\n", r"profile\.yml: n_workers must be an integer >= 1, got 'two' \(str\)"),
-    ("n_workers: 0\n", r"n_workers must be an integer >= 1, got 0"),
-    ("threads_per_worker: true\n", r"threads_per_worker must be an integer >= 1, got True \(bool\)"),
-    ("memory_limit: lots\n", r"memory_limit must be \"auto\", a number of bytes or a size"),
-    ("processes: yes please\n", r"processes must be true or false"),
-    (
-        "kind: remot\naddress: tcp://127.0.0.1:8786\n",
-        r"kind must be one of local, remote, generic \(did you mean",
-    ),
-    (
-        "address: tcp://127.0.0.1:8786\n",
-        r"key 'address' does not apply to kind 'local' \(kind defaults to local\)",
-    ),
-    ("kind: remote\n", r"missing required key address"),
-    ("kind: remote\naddress: htp://host:8786\n", r"unknown scheme 'htp'"),
-    (
-        "kind: remote\naddress: tcp://127.0.0.1:8786\nconnect_timeout: -1\n",
-        r"connect_timeout must be a positive",
-    ),
-    ("kind: remote\naddress: tcp://127.0.0.1:8786\nconnect_timeout: soon\n", r"connect_timeout must be"),
-    (
-        "kind: remote\naddress: tls://127.0.0.1:8786\ntls: {ca_file: ca.pem, cert: missing.pem}\n",
-        r"profile\.yml: tls\.ca_file: file not found: .*ca\.pem",
-    ),
-    (
-        "kind: remote\naddress: tls://127.0.0.1:8786\ntls: {ca_file: x, certfile: y}\n",
-        r"tls\.certfile.*'cert'",
-    ),
-    ("kind: remote\naddress: tls://127.0.0.1:8786\ntls: [ca.pem]\n", r"tls must be a mapping"),
-    (
-        "dask:\n  distributed.worker.memory.targte: 0.5\n",
-        r"dask: distributed\.worker\.memory\.targte is not a Dask setting "
-        r"\(did you mean distributed\.worker\.memory\.target\?\)",
-    ),
-    (
-        "dask:\n  distributd:\n    worker: {}\n",
-        r"dask: distributd is not a Dask setting \(did you mean distributed\?\)",
-    ),
-    (
-        "dask:\n  distributed:\n    worker:\n      memory: {spil: 0.6}\n",
-        r"did you mean distributed\.worker\.memory\.spill\?",
-    ),
-    ("dask: 0.5\n", r"dask must be a mapping"),
-    ("storage:\n  endpoint: http://127.0.0.1:9000\n", r"storage\.endpoint \(did you mean 'endpoint_url'\?\)"),
-    ("kind: generic\n", r"missing required key cluster_class"),
-    ("kind: generic\ncluster_class: LocalCluster\n", r"cluster_class must be an import path"),
-    (
-        "kind: generic\ncluster_class: distributed.LocalCluster\nscale: 2\nadapt: {maximum: 2}\n",
-        r"either scale or adapt",
-    ),
-    (
-        "kind: generic\ncluster_class: distributed.LocalCluster\nscale: lots\n",
-        r"scale must be a number of workers",
-    ),
-    (
-        "kind: generic\ncluster_class: distributed.LocalCluster\nn_workers: 2\n",
-        r"'n_workers' does not apply to kind",
-    ),
-    ("- kind: local\n", r"profile\.yml: a profile must be a mapping"),
-    ("kind: local\n  n_workers: 2\n", r"profile\.yml: not valid YAML"),
-]
-
-
-@pytest.mark.parametrize(("text", "message"), BAD_PROFILES)
-def test_bad_profiles_are_rejected_with_a_clear_message(tmp_path, text, message):
-    path = write_profile(tmp_path, text)
-    with pytest.raises(ProfileError, match=message):
-        load_profile(path)
-
-
-def test_missing_profile_file(tmp_path):
-    with pytest.raises(ProfileError, match=r"cluster profile not found: .*nope\.yml"):
-        load_profile(tmp_path / "nope.yml")
-
-
-def test_profile_error_is_a_value_error():
-    assert issubclass(ProfileError, ValueError)
-
-
-def test_dask_section_nests_dotted_keys_and_allows_free_form_and_other_libraries(tmp_path):
-    path = write_profile(
-        tmp_path,
-        """
-        dask:
-          distributed.worker.memory.target: 0.4
-          distributed:
-            worker:
-              memory: {spill: 0.5}
-              resources: {GPU: 1}
-            scheduler:
-              default-task-durations: {read.csv-1: 2s}
-          jobqueue.slurm.walltime: "01:00:00"
-          distributed.nanny.pre-spawn-environ: {MALLOC_MMAP_THRESHOLD_: 16777216}
-        """,
-    )
-    assert load_profile(path).dask == {
-        "distributed": {
-            "worker": {"memory": {"target": 0.4, "spill": 0.5}, "resources": {"GPU": 1}},
-            "scheduler": {"default-task-durations": {"read.csv-1": "2s"}},
-            "nanny": {"pre-spawn-environ": {"MALLOC_MMAP_THRESHOLD_": 16777216}},
-        },
-        "jobqueue": {"slurm": {"walltime": "01:00:00"}},
-    }
+# --- the profile's Dask settings --------------------------------
 
 
 def test_dask_section_merges_into_the_configuration_for_the_session_only(tmp_path, monkeypatch):
@@ -263,66 +87,6 @@ def test_dask_section_merges_into_the_configuration_for_the_session_only(tmp_pat
         assert dask.config.get("distributed.worker.memory.target") == 0.3
     finally:
         dask.config.refresh()
-
-
-def test_name_defaults_to_file_stem(tmp_path):
-    assert load_profile(write_profile(tmp_path, "kind: local\n", "my-laptop.yml")).name == "my-laptop"
-
-
-# --- storage options ---------------------------------------------
-
-
-@pytest.fixture
-def clean_storage_env(monkeypatch):
-    for name in list(os.environ):
-        if name.startswith(("AWS_", "FSSPEC_")):
-            monkeypatch.delenv(name)
-    return monkeypatch
-
-
-def test_storage_options_come_from_the_profile(tmp_path, clean_storage_env):
-    path = write_profile(tmp_path, "storage:\n  endpoint_url: http://127.0.0.1:9000\n  anon: false\n")
-    assert load_profile(path).storage_options == {"endpoint_url": "http://127.0.0.1:9000", "anon": False}
-    assert load_profile(None).storage_options == {}
-
-
-def test_storage_options_fall_back_to_the_environment(tmp_path, clean_storage_env):
-    env = clean_storage_env
-    env.setenv("AWS_ACCESS_KEY_ID", "env-key")
-    env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
-    env.setenv("AWS_ENDPOINT_URL", "http://aws-endpoint:9000")
-    env.setenv("AWS_DEFAULT_REGION", "eu-central-1")
-    env.setenv("FSSPEC_S3_ENDPOINT_URL", "http://fsspec-endpoint:9000")
-    options = load_profile(write_profile(tmp_path, "kind: local\n")).storage_options
-    assert options == {
-        "endpoint_url": "http://fsspec-endpoint:9000",
-        "key": "env-key",
-        "secret": "env-secret",
-        "client_kwargs": {"region_name": "eu-central-1"},
-    }
-
-
-def test_storage_options_in_the_profile_win_and_credentials_stay_together(tmp_path, clean_storage_env):
-    env = clean_storage_env
-    env.setenv("AWS_ACCESS_KEY_ID", "env-key")
-    env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
-    env.setenv("AWS_SESSION_TOKEN", "env-token")
-    env.setenv("AWS_ENDPOINT_URL", "http://aws-endpoint:9000")
-    path = write_profile(
-        tmp_path,
-        "storage:\n  key: profile-key\n  secret: profile-secret\n  endpoint_url: http://minio:9000\n",
-    )
-    assert load_profile(path).storage_options == {
-        "key": "profile-key",
-        "secret": "profile-secret",
-        "endpoint_url": "http://minio:9000",
-    }
-
-
-def test_anonymous_storage_takes_no_credentials_from_the_environment(tmp_path, clean_storage_env):
-    clean_storage_env.setenv("AWS_ACCESS_KEY_ID", "env-key")
-    clean_storage_env.setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
-    assert load_profile(write_profile(tmp_path, "storage: {anon: true}\n")).storage_options == {"anon": True}
 
 
 # --- failures to connect -----------------------------------------
@@ -371,16 +135,6 @@ def test_misspelt_cluster_class_gets_a_hint(tmp_path):
 
 
 # --- local clusters ----------------------------------------------
-
-
-def listening_addresses(processes: list[psutil.Process]) -> dict[int, str]:
-    """Port -> bound IP of every listening TCP socket of these processes."""
-    listening = {}
-    for process in processes:
-        for connection in process.net_connections(kind="tcp"):
-            if connection.status == psutil.CONN_LISTEN:
-                listening[connection.laddr.port] = connection.laddr.ip
-    return listening
 
 
 @pytest.mark.slow
@@ -485,7 +239,8 @@ import sys, time
 
 import psutil
 
-from segmentation.runtime import load_profile, open_cluster
+from segmentation.profile import load_profile
+from segmentation.runtime import open_cluster
 
 
 def main():
@@ -756,27 +511,6 @@ def test_generic_cluster_rejecting_its_kwargs_is_a_profile_error(tmp_path):
 # --- remote clusters ---------------------------------------------
 
 
-def start(command: list[str], directory: Path) -> subprocess.Popen:
-    """Start a `dask` command with its output in a log file in ``directory``."""
-    log_path = directory / f"{command[len(DASK)]}-{time.monotonic_ns()}.log"
-    with open(log_path, "w") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=directory)
-
-
-def stop(processes: list[subprocess.Popen]) -> None:
-    """Stop the workers, then the scheduler; kill what does not exit within a few seconds."""
-    for group in (processes[1:], processes[:1]):
-        for process in group:
-            if process.poll() is None:
-                process.terminate()
-        for process in group:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def worker_command(address: str, directory: Path, *extra: str) -> list[str]:
     return [
         *DASK, "worker", address, "--nthreads", "1", "--nworkers", "1", "--no-nanny", "--no-dashboard",
@@ -818,95 +552,6 @@ def test_remote_profile_connects_and_leaves_the_cluster_running(tmp_path, tcp_cl
     assert all(process.poll() is None for process in processes)
     with Client(address, timeout=10) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 2
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    """A CA, a certificate for the scheduler and workers, and one for the client (all for 127.0.0.1)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def name(common_name: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-    def write_key(key, stem: str) -> Path:
-        path = directory / f"{stem}.pem"
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        return path
-
-    def write_cert(cert, stem: str) -> Path:
-        path = directory / f"{stem}.pem"
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("segmentation test CA"))
-        .issuer_name(name("segmentation test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),  # fmt: skip
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = {"ca": write_cert(ca_cert, "ca")}
-    for role in ("node", "client"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(f"segmentation test {role}"))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-                ),
-                critical=False,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        files[role] = write_cert(cert, role)
-        files[f"{role}_key"] = write_key(key, f"{role}-key")
-    return files
-
-
-@pytest.fixture(scope="module")
-def tls_files(tmp_path_factory):
-    return make_certificates(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
