@@ -1,6 +1,6 @@
 """Helpers shared by the fitted steps: row-blocked Dask input, in-memory input validated as scikit-learn does,
-the schema parameter, phase timing, and saving fitted estimators as JSON (scalars) plus ``.npy`` files
-(arrays), never pickle."""
+the schema parameter, phase timing, in-memory work in threads, and saving fitted estimators as JSON (scalars)
+plus ``.npy`` files (arrays), never pickle."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from .schema import Schema, default_attributes_path, load_schema
 
@@ -109,6 +111,32 @@ def with_known_row_chunks(X: da.Array) -> da.Array:
         return X
     sizes = tuple(int(size) for size in block_row_counts(X).compute())
     return da.Array(X.dask, X.name, (sizes, X.chunks[1]), meta=X._meta)
+
+
+def map_in_threads(function: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
+    """``map(function, items)`` in one thread per core, each running BLAS and OpenMP on one thread; results
+    in the order of ``items``, each as soon as it and those before it are done.
+
+    For many small in-memory fits (the elbow's k, bootstrap refits): threads sized for one large problem
+    wait on each other in small ones. The elbow's stability refits (scikit-learn k-means on 1,500 rows of
+    311 components, 11 fits per k) took 8.7, 19.2 and 22.6 s at k = 2, 8 and 15 with two OpenMP threads
+    on a loaded 2-core machine, 0.3, 0.6 and 1.0 s with one, with the same results. OpenMP's limit is per
+    thread, so each thread sets its own; BLAS's is process-wide, set here.
+    """
+
+    def single_threaded(item: Any) -> Any:
+        with threadpool_limits(1, user_api="openmp"):
+            return function(item)
+
+    with threadpool_limits(1), ThreadPoolExecutor(available_cores()) as pool:
+        yield from pool.map(single_threaded, items)
+
+
+def available_cores() -> int:
+    """Cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @contextmanager

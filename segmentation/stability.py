@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.cluster import KMeans
 
+from ._estimators import map_in_threads
 from .wording import stability_label
 
 BOOTSTRAPS = 20
@@ -84,28 +85,30 @@ def best_match_jaccard(labels: np.ndarray, refit: np.ndarray, segments: np.ndarr
 
 def bootstrap_jaccard(
     sample: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     fit_predict: FitPredict,
     bootstraps: int = BOOTSTRAPS,
     random_state: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(segments, Jaccards of shape (bootstraps, segments)): each segment's best-match Jaccard per draw.
 
-    ``labels`` is the clustering under test on ``sample``'s rows; duplicates a draw repeats count once in
-    the Jaccard (as in clusterboot), while the refit sees the draw with its duplicates."""
-    sample, labels = np.asarray(sample), np.asarray(labels)
-    if len(sample) != len(labels):
+    ``labels`` is the clustering under test on ``sample``'s rows (None: ``fit_predict(sample)``);
+    duplicates a draw repeats count once in the Jaccard (as in clusterboot), while the refit sees the draw
+    with its duplicates. The fits run in threads (``map_in_threads``), each on one core."""
+    sample = np.asarray(sample)
+    if labels is not None and len(sample) != len(labels):
         raise ValueError(f"sample has {len(sample)} rows but labels has {len(labels)}")
     if bootstraps < 1:
         raise ValueError(f"bootstraps must be at least 1, got {bootstraps}")
-    segments = np.unique(labels)
     rng = np.random.default_rng(random_state)
+    draws = [rng.integers(0, len(sample), len(sample)) for _ in range(bootstraps)]
+    fits = map_in_threads(fit_predict, ([sample] if labels is None else []) + [sample[d] for d in draws])
+    labels = np.asarray(next(fits) if labels is None else labels)
+    segments = np.unique(labels)
     jaccards = np.empty((bootstraps, len(segments)))
-    for b in range(bootstraps):
-        drawn = rng.integers(0, len(sample), len(sample))
-        refit = np.asarray(fit_predict(sample[drawn]))
+    for b, (drawn, refit) in enumerate(zip(draws, fits, strict=True)):
         distinct, first = np.unique(drawn, return_index=True)
-        jaccards[b] = best_match_jaccard(labels[distinct], refit[first], segments)
+        jaccards[b] = best_match_jaccard(labels[distinct], np.asarray(refit)[first], segments)
     return segments, jaccards
 
 
@@ -148,8 +151,7 @@ def stability_by_k(
     values = {}
     for k in ks:
         fit_predict = fit_predict_for(algorithm, k, random_state, **params)
-        labels = fit_predict(sample)
-        _, jaccards = bootstrap_jaccard(sample, labels, fit_predict, bootstraps, random_state)
+        _, jaccards = bootstrap_jaccard(sample, None, fit_predict, bootstraps, random_state)
         values[k] = float(np.nanmean(jaccards))
     return pd.Series(values, name="stability", dtype="float64").rename_axis("k")
 

@@ -19,6 +19,8 @@ from segmentation.cluster import (
     recommend_k,
     sum_of_squared_distances,
 )
+from segmentation.segmenters import make_segmenter
+from segmentation.segmenters.base import min_squared_distances, statistics_over
 
 
 def unknown_chunks(X: da.Array) -> da.Array:
@@ -315,3 +317,96 @@ def test_elbow_without_silhouette_and_bad_ks(five_clear_blobs):
     assert table.loc[table["recommended"], "k"].item() == 5
     with pytest.raises(ValueError, match="at least 3 strictly increasing"):
         elbow(five_clear_blobs, ks=[3, 2, 4])
+
+
+# ---------------------------------------------------------------- the elbow: fits on the sample, one pass
+
+
+def test_min_squared_distances_match_brute_force():
+    rng = np.random.default_rng(0)
+    rows = (100.0 + rng.normal(size=(5000, 7))).astype(np.float32)  # far from the origin; several chunks
+    centres = 100.0 + rng.normal(size=(5, 7))
+    expected = brute_force_distances(rows, centres).min(axis=1)
+    np.testing.assert_allclose(min_squared_distances(rows, centres), expected, rtol=1e-9, atol=1e-9)
+    assert min_squared_distances(rows[:0], centres).shape == (0,)
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "minibatch", "bisecting"])
+def test_one_pass_scores_every_k_as_brute_force_on_all_rows(blobs, blocked_blobs, algorithm):
+    """Each k is fitted on a sample; the one pass over all rows gives each fit's SSE on every row, as
+    NumPy computes it from the same centres (bisecting k-means: to the leaf each row reaches)."""
+    sample = blobs[::4]
+    ks = [2, 3, 6, 9]
+    fitted = list(make_segmenter(algorithm, random_state=0, n_init=2).fit_sweep(ks, sample))
+    assert [segmenter.n_clusters for segmenter in fitted] == ks
+    statistics = statistics_over(blocked_blobs, fitted)
+    for segmenter, totals in zip(fitted, statistics, strict=True):
+        centres = segmenter.cluster_centers_
+        if algorithm == "bisecting":
+            labels = segmenter.predict(blobs)
+            expected = np.square(blobs.astype(np.float64) - centres[labels]).sum()
+        else:
+            expected = brute_force_distances(blobs, centres).min(axis=1).sum()
+        assert segmenter.figures_from_statistics(totals, len(blobs)) == {
+            "sse": pytest.approx(expected, rel=1e-9)
+        }
+        # fitted on the sample alone: its SSE there is the fit's own
+        assert segmenter.sse_ == pytest.approx(
+            np.square(sample.astype(np.float64) - centres[segmenter.predict(sample)]).sum(), rel=1e-6
+        )
+    table = elbow(
+        blocked_blobs, ks, algorithm, random_state=0, sample=sample, silhouette_sample=None, n_init=2
+    )
+    expected = [brute_force_distances(blobs, s.cluster_centers_).min(axis=1).sum() for s in fitted]
+    if algorithm != "bisecting":
+        np.testing.assert_allclose(table["sse"], expected, rtol=1e-9)
+
+
+def test_the_sweep_shares_the_search_axes_and_fits_as_each_k_alone():
+    """Twelve features, the clusters in the last four: k = 2..4 search on 8, 12 and 16 axes, so one
+    projection on all twelve leading axes (rotated, so that k = 2 takes the leading eight, not the first
+    eight features, which are noise) serves every k, with the fits of each k alone."""
+    rng = np.random.default_rng(1)
+    structure, _ = make_blobs(n_samples=3000, n_features=4, centers=6, cluster_std=1.0, random_state=1)
+    X = np.hstack([rng.normal(size=(3000, 8)), 3 * structure]).astype(np.float32)
+    prototype = KMeansSegmenter(random_state=0, n_init=1, init_search_size=1000)
+    for swept in prototype.fit_sweep([2, 3, 4], X):
+        alone = KMeansSegmenter(swept.n_clusters, random_state=0, n_init=1, init_search_size=1000)
+        alone.fit_in_memory(X)
+        np.testing.assert_allclose(swept.cluster_centers_, alone.cluster_centers_, rtol=1e-5, atol=1e-5)
+        assert swept.sse_ == pytest.approx(alone.sse_, rel=1e-9)
+
+
+def test_silhouettes_of_every_labelling_at_once_match_scikit_learn(blobs):
+    from sklearn.metrics import silhouette_score
+
+    rows = blobs[:600]
+    labellings = [KMeans(k, n_init=1, random_state=0).fit_predict(rows) for k in (2, 5, 9)]
+    singleton = labellings[1].copy()
+    singleton[0] = 7  # a cluster of one row: its silhouette is 0
+    labellings += [singleton, np.zeros(len(rows), dtype=int)]
+    scores = cluster.silhouettes(rows, labellings)
+    expected = [silhouette_score(rows, labels) for labels in labellings[:4]]
+    np.testing.assert_allclose(scores[:4], expected, rtol=1e-6)
+    assert np.isnan(scores[4])  # one cluster
+
+
+@pytest.fixture(scope="module")
+def six_planted() -> tuple[da.Array, np.ndarray]:
+    """30,000 rows in 10 features from six planted centres (pairwise distance about 14, unit spread), and a
+    4,000-row sample of them."""
+    X, _ = make_blobs(n_samples=30_000, centers=10.0 * np.eye(6, 10), cluster_std=1.0, random_state=4)
+    X = X.astype(np.float32)
+    return da.from_array(X, chunks=(7000, 10)), X[
+        np.random.default_rng(0).choice(len(X), 4000, replace=False)
+    ]
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "minibatch", "bisecting", "gmm"])
+def test_the_elbow_recommends_the_planted_k(six_planted, algorithm):
+    X, sample = six_planted
+    params = {"covariance_type": "diag"} if algorithm == "gmm" else {}
+    table = elbow(X, range(2, 12), algorithm, random_state=0, sample=sample, silhouette_sample=1000,
+                  **cluster.ELBOW_SEARCH, **params)  # fmt: skip
+    assert table.loc[table["recommended"], "k"].item() == 6
+    assert table.loc[table["silhouette"].idxmax(), "k"] == 6

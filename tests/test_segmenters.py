@@ -16,7 +16,7 @@ from sklearn.mixture import GaussianMixture
 from segmentation import cluster, segmenters
 from segmentation.config import ConfigError, load_job
 from segmentation.segmenters import Segmenter, load, make_segmenter, register
-from segmentation.segmenters.base import nearest_centre
+from segmentation.segmenters.base import nearest_centre, statistics_over
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,48 @@ def test_gmm_log_likelihood_matches_scikit_learn_from_the_same_start(blobs, cova
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
     expected_sse = np.square(blobs - ours.centres_[probabilities.argmax(axis=1)]).sum()
     assert ours.sse_ == pytest.approx(expected_sse)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_gmm_scored_in_one_pass_as_scikit_learn_scores_the_same_mixture(blobs, covariance_type):
+    """The elbow's per-k figures of mixtures fitted on a sample, scored on every row in one pass: the
+    log-likelihood and BIC scikit-learn gives the same parameters, and the SSE to the most probable mean."""
+    ks = [2, 5, 7]
+    prototype = make_segmenter("gmm", covariance_type=covariance_type, random_state=0, n_init=2)
+    fitted = list(prototype.fit_sweep(ks, blobs[::3]))
+    statistics = statistics_over(blocked(blobs), fitted)
+    for k, ours, totals in zip(ks, fitted, statistics, strict=True):
+        reference = GaussianMixture(k, covariance_type=covariance_type)
+        reference.weights_, reference.means_ = ours.weights_, ours.means_
+        reference.covariances_, reference.precisions_cholesky_ = ours.covariances_, ours.precisions_cholesky_
+        figures = ours.figures_from_statistics(totals, len(blobs))
+        assert ours.n_clusters == k and ours.n_rows_ == len(blobs[::3])
+        assert figures["log_likelihood"] == pytest.approx(reference.score_samples(blobs).sum(), rel=1e-9)
+        assert figures["bic"] == pytest.approx(reference.bic(blobs), rel=1e-9)
+        expected_sse = np.square(blobs - ours.means_[reference.predict(blobs)]).sum()
+        assert figures["sse"] == pytest.approx(expected_sse, rel=1e-9)
+    table = cluster.elbow(blocked(blobs), ks, "gmm", random_state=0, sample=blobs[::3], silhouette_sample=None,
+                          covariance_type=covariance_type, n_init=2)  # fmt: skip
+    expected = [
+        f.figures_from_statistics(t, len(blobs))["bic"] for f, t in zip(fitted, statistics, strict=True)
+    ]
+    np.testing.assert_allclose(table["bic"], expected, rtol=1e-12)
+
+
+def test_bisecting_cut_after_its_first_splits_is_the_fit_of_fewer_clusters(blobs):
+    """The elbow fits bisecting k-means once, at the largest k, and cuts the tree for the others."""
+    sample = blobs[::2]
+    deep = make_segmenter("bisecting", n_clusters=7, random_state=0).fit(blocked(blobs), sample=sample)
+    for k in (1, 3, 7):
+        cut = deep.first_splits(k)
+        alone = make_segmenter("bisecting", n_clusters=k, random_state=0).fit(blocked(blobs), sample=sample)
+        assert cut.tree_ == alone.tree_ and cut.split_passes_ == alone.split_passes_
+        assert (cut.n_clusters, cut.n_iter_, cut.leaves_) == (k, alone.n_iter_, alone.leaves_)
+        np.testing.assert_array_equal(cut.cluster_centers_, alone.cluster_centers_)
+        assert cut.sse_ == alone.sse_
+        np.testing.assert_array_equal(cut.predict(blobs), alone.predict(blobs))
+    with pytest.raises(ValueError, match="k=8 is more than the 7 clusters fitted"):
+        deep.first_splits(8)
 
 
 def test_gmm_without_a_sample_draws_one(blobs):

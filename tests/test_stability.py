@@ -3,10 +3,13 @@ import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_info
 
+from segmentation._estimators import map_in_threads
 from segmentation.stability import (
     COLUMNS,
     best_match_jaccard,
+    bootstrap_jaccard,
     kmeans_fit_predict,
     recommend_stable_k,
     segment_stability,
@@ -87,3 +90,28 @@ def test_with_stability_moves_the_recommendation_to_a_stable_k(planted):
     assert result.loc[12, "stability"] < 0.6
     assert result["recommended_by_sse"].tolist() == [False, False, True]
     assert result["recommended"].tolist() == [False, True, False]
+
+
+def test_refits_in_threads_give_the_sequential_result(planted):
+    rows, _ = planted
+    fit_predict = kmeans_fit_predict(7, random_state=0)  # 7 for 5 planted segments: not all Jaccards are 1
+    labels = fit_predict(rows)
+    segments, jaccards = bootstrap_jaccard(rows, None, fit_predict, bootstraps=6, random_state=2)
+    rng = np.random.default_rng(2)
+    for b in range(6):
+        drawn = rng.integers(0, len(rows), len(rows))
+        distinct, first = np.unique(drawn, return_index=True)
+        expected = best_match_jaccard(labels[distinct], fit_predict(rows[drawn])[first], segments)
+        np.testing.assert_array_equal(jaccards[b], expected)
+    assert (jaccards < 1).any()
+
+
+def test_map_in_threads_keeps_the_order_and_gives_each_thread_one_core():
+    def threads(item: int) -> tuple[int, set]:
+        return item, {pool["num_threads"] for pool in threadpool_info()}
+
+    before = threadpool_info()
+    results = list(map_in_threads(threads, range(6)))
+    assert [item for item, _ in results] == list(range(6))
+    assert all(counts == {1} for _, counts in results)
+    assert threadpool_info() == before

@@ -12,12 +12,15 @@ the leaf a row reaches, not always the nearest leaf centre.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 import dask
 import numpy as np
 from scipy.spatial.distance import cdist
+from sklearn.base import clone
 from sklearn.cluster import KMeans
+from sklearn.utils.validation import check_is_fitted
 
 from .._estimators import as_row_blocked, log_duration, validated, with_known_row_chunks
 from .base import (
@@ -109,6 +112,8 @@ class BisectingKMeansSegmenter(Segmenter):
     node_sse_ : ndarray of shape (2 * n_clusters - 1,)
     leaves_ : list of int
         The node of each label.
+    split_passes_ : list of int
+        Lloyd passes of each split, in order.
     n_iter_ : int
         Lloyd passes over all splits. ``n_features_in_`` : int
 
@@ -125,6 +130,7 @@ class BisectingKMeansSegmenter(Segmenter):
         "node_centres_",
         "node_sse_",
         "leaves_",
+        "split_passes_",
         "n_iter_",
         "n_features_in_",
     )
@@ -184,7 +190,7 @@ class BisectingKMeansSegmenter(Segmenter):
         tree: list[list[float]] = []
         sample_nodes = np.zeros(len(sample), dtype=np.int64)
         leaves = [0]
-        passes = 0
+        passes: list[int] = []
         rng = np.random.default_rng(seed)
         while len(leaves) < self.n_clusters:
             candidates = [leaf for leaf in leaves if np.count_nonzero(sample_nodes == leaf) >= 2]
@@ -200,7 +206,7 @@ class BisectingKMeansSegmenter(Segmenter):
                 centres, side_sse, n_iter = self._two_means(
                     blocks, np.array(splits), node_centres, node, centres, tolerance
                 )
-            passes += n_iter
+            passes.append(n_iter)
             left, right = len(node_centres), len(node_centres) + 1
             node_centres += [centres[0], centres[1]]
             node_sse += [float(side_sse[0]), float(side_sse[1])]
@@ -210,15 +216,42 @@ class BisectingKMeansSegmenter(Segmenter):
             at = np.flatnonzero(sample_nodes == node)
             nearer_right = cdist(sample[at], centres, "sqeuclidean").argmin(axis=1) == 1
             sample_nodes[at] = np.where(nearer_right, right, left)
+        self._set_tree(np.asarray(node_centres), np.asarray(node_sse), tree, passes)
+        self.n_features_in_ = n_features
+        logger.info("%s: SSE %.6g, %d Lloyd pass(es)", name, self.sse_, self.n_iter_)
+        return self
+
+    def _set_tree(self, node_centres: np.ndarray, node_sse: np.ndarray, tree: list, passes: list) -> None:
+        """The fitted attributes of a tree of splits ``tree`` (records ``[parent, left, right, sse]``)."""
         self.node_centres_ = np.asarray(node_centres, dtype=np.float64)
         self.node_sse_ = np.asarray(node_sse, dtype=np.float64)
-        self.tree_ = tree
-        self.leaves_ = _depth_first_leaves(splits)
+        self.tree_ = [list(record) for record in tree]
+        self.leaves_ = _depth_first_leaves([tuple(record[:3]) for record in tree])
         self.cluster_centers_ = self.node_centres_[self.leaves_]
         self.sse_ = float(self.node_sse_[self.leaves_].sum())
-        self.n_iter_, self.n_features_in_ = passes, n_features
-        logger.info("%s: SSE %.6g, %d Lloyd pass(es)", name, self.sse_, passes)
-        return self
+        self.split_passes_ = [int(n) for n in passes]
+        self.n_iter_ = sum(self.split_passes_)
+
+    def first_splits(self, k: int) -> BisectingKMeansSegmenter:
+        """This fit cut after its first ``k - 1`` splits: the same as fitting with ``n_clusters=k`` (the
+        splits are made in the same order, from the same draws), without fitting again."""
+        check_is_fitted(self, "tree_")
+        check_int("k", k, 1)
+        if k > self.n_clusters:
+            raise ValueError(f"k={k} is more than the {self.n_clusters} clusters fitted")
+        cut = clone(self).set_params(n_clusters=k)
+        nodes = 2 * k - 1
+        cut._set_tree(self.node_centres_[:nodes], self.node_sse_[:nodes], self.tree_[: k - 1],
+                      self.split_passes_[: k - 1])  # fmt: skip
+        cut.n_features_in_ = self.n_features_in_
+        return cut
+
+    def fit_sweep(self, ks: Iterable[int], rows: np.ndarray) -> Iterator[BisectingKMeansSegmenter]:
+        """One :meth:`fit_in_memory` at the largest k of ``ks``, cut at each k (:meth:`first_splits`)."""
+        ks = list(ks)
+        fitted = clone(self).set_params(n_clusters=max(ks)).fit_in_memory(rows)
+        for k in ks:
+            yield fitted.first_splits(k)
 
     def _two_means(
         self,

@@ -260,7 +260,7 @@ class GaussianMixtureSegmenter(Segmenter):
         """Weights, means and covariances to start EM from: k-means on ``sample``, then the statistics of
         its hard clusters (scikit-learn's ``init_params="kmeans"``)."""
         seed = seeds(self.random_state, 1)[0]
-        centres = search_and_polish(
+        centres, _ = search_and_polish(
             sample, self.n_clusters, self.n_init, self.init_search_size, 4 * self.n_clusters, 300, 1e-4, seed
         )
         labels = nearest_centre(sample, centres)
@@ -371,6 +371,24 @@ class GaussianMixtureSegmenter(Segmenter):
 
     def elbow_figures(self) -> dict[str, float]:
         return {"log_likelihood": self.log_likelihood_, "bic": self.bic_}
+
+    def block_statistics(self, block: np.ndarray) -> np.ndarray:
+        """The block's log-likelihood and the SSE of its rows to the mean of their most probable component."""
+        if len(block) == 0:
+            return np.zeros(2)
+        block = np.asarray(block, dtype=np.float64)
+        log_prob = self._log_prob(block)
+        nearest = self.cluster_centers_[log_prob.argmax(axis=1)]
+        return np.array([logsumexp(log_prob, axis=1).sum(), np.square(block - nearest).sum()])
+
+    def figures_from_statistics(self, statistics: np.ndarray, n_rows: int) -> dict[str, float]:
+        log_likelihood = float(statistics[0])
+        parameters = n_parameters(self.n_clusters, self.n_features_in_, self.covariance_type)
+        return {
+            "sse": float(statistics[1]),
+            "log_likelihood": log_likelihood,
+            "bic": -2 * log_likelihood + parameters * float(np.log(n_rows)),
+        }
 
     @classmethod
     def recommend(cls, table: pd.DataFrame) -> int:

@@ -10,17 +10,26 @@ squared distances per block (``scipy.spatial.distance.cdist`` in float64), summe
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from numbers import Integral, Real
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
+from sklearn.base import clone
 from sklearn.cluster import MiniBatchKMeans
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .. import _daskml
-from .._estimators import as_row_blocked, is_lazy, log_duration, validated, with_known_row_chunks
+from .._estimators import (
+    as_row_blocked,
+    is_lazy,
+    log_duration,
+    map_in_threads,
+    validated,
+    with_known_row_chunks,
+)
 from .base import (
     SEED_LIMIT,
     Segmenter,
@@ -28,11 +37,13 @@ from .base import (
     check_int,
     lazy_sse,
     mean_variance,
+    min_squared_distances,
     nearest_centre,
     predict_segments,
     register,
     row_sample,
     search_and_polish,
+    search_space,
     seeds,
     sum_of_squared_distances,
 )
@@ -219,7 +230,7 @@ class KMeansSegmenter(Segmenter):
             X = X.rechunk({0: self.batch_size})
         name = f"KMeansSegmenter({self.algorithm}, init={self.init}, k={self.n_clusters})"
         n_init = _AUTO_N_INIT[self.init] if self.n_init == "auto" else self.n_init
-        search_axes = 4 * self.n_clusters if self.init_search_axes == "auto" else self.init_search_axes
+        search_axes = self._search_axes()
         run_seeds = seeds(self.random_state, n_init)
         if self.init == "sample":
             if sample is None:
@@ -243,8 +254,8 @@ class KMeansSegmenter(Segmenter):
             with log_duration(
                 logger, f"{name}: {n_init} seeding(s) on {self.init_search_size} rows, polished"
             ):
-                centers = search_and_polish(sample, self.n_clusters, n_init, self.init_search_size,
-                                             search_axes, self.max_iter, self.tol, run_seeds[0])  # fmt: skip
+                centers, _ = search_and_polish(sample, self.n_clusters, n_init, self.init_search_size,
+                                                search_axes, self.max_iter, self.tol, run_seeds[0])  # fmt: skip
             with log_duration(logger, f"{name}: refinement"):
                 runs.append(self._refine(X, centers, run_seeds[0], tolerance))
         else:
@@ -266,6 +277,45 @@ class KMeansSegmenter(Segmenter):
         else:
             self.labels_ = nearest_centre(given, self.cluster_centers_)
         return self
+
+    def _search_axes(self) -> int:
+        return 4 * self.n_clusters if self.init_search_axes == "auto" else self.init_search_axes
+
+    def fit_in_memory(self, rows: np.ndarray) -> KMeansSegmenter:
+        """Fit on the in-memory ``rows`` alone (the elbow's fit of each k): the seeding of ``init="sample"``
+        with ``rows`` as the sample, whose polish (Lloyd over all of ``rows``) is then the fit, for either
+        ``algorithm``; ``init`` does not apply. No Dask, and ``rows`` are left untouched. Sets the fitted
+        attributes of ``fit`` but ``labels_``."""
+        return self._fit_rows(rows, None)
+
+    def fit_sweep(self, ks: Iterable[int], rows: np.ndarray) -> Iterator[KMeansSegmenter]:
+        """:meth:`fit_in_memory` for each k of ``ks``, in threads; every k searches its seedings on the same
+        rows, so their leading principal axes are computed once, for the k taking the most."""
+        ks = list(ks)
+        self._validate_params()
+        rows = check_array(rows, dtype=[np.float64, np.float32])
+        axes = min(max(clone(self).set_params(n_clusters=k)._search_axes() for k in ks), rows.shape[1])
+        space = search_space(rows, self.init_search_size, axes, seeds(self.random_state, 1)[0])
+        yield from map_in_threads(lambda k: clone(self).set_params(n_clusters=k)._fit_rows(rows, space), ks)
+
+    def _fit_rows(self, rows: np.ndarray, space: tuple[np.ndarray, np.ndarray] | None) -> KMeansSegmenter:
+        self._validate_params()
+        rows = validated(self, rows, reset=True)
+        if len(rows) < self.n_clusters:
+            raise ValueError(f"n_samples={len(rows)} should be >= n_clusters={self.n_clusters}")
+        n_init = _AUTO_N_INIT["sample"] if self.n_init == "auto" else self.n_init
+        centres, n_iter = search_and_polish(rows, self.n_clusters, n_init, self.init_search_size,
+                                            self._search_axes(), self.max_iter, self.tol,
+                                            seeds(self.random_state, 1)[0], space, in_place=False)  # fmt: skip
+        self.cluster_centers_ = np.asarray(centres, dtype=np.float64)
+        self.n_iter_ = n_iter
+        self.sse_ = float(min_squared_distances(rows, self.cluster_centers_).sum())
+        self.n_features_in_ = rows.shape[1]
+        return self
+
+    def block_statistics(self, block: np.ndarray) -> np.ndarray:
+        """The SSE of the block's rows to their nearest centre (a 1-element float64 array)."""
+        return np.array([min_squared_distances(block, self.cluster_centers_).sum()])
 
     def _refine(
         self, X: da.Array, centers: np.ndarray | None, seed: int, tolerance: float
