@@ -363,7 +363,7 @@ def figure_elbow(elbow: pd.DataFrame, k: int, k_recommended: int | None = None) 
     has_stability = "stability" in elbow and pd.to_numeric(elbow["stability"], errors="coerce").notna().any()
     fig = _page(
         "Choice of k: sum of squares, silhouette" + (" and stability" if has_stability else ""),
-        "k-means was fitted for every k shown. Top: the sum of squared distances to the nearest centre (SSE) "
+        "Every k shown was fitted on the seeding sample and scored on all rows. Top: the sum of squared distances to the nearest centre (SSE) "
         "as a share of the SSE at the smallest k; it always falls as k grows, and a bend (elbow) marks where "
         f"more segments stop paying.{drop} Middle: the mean silhouette (1: well separated; below 0.1 the "
         "segments overlap)."
