@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import pairwise_distances_chunked
 
 from ._estimators import as_row_blocked, log_duration, with_known_row_chunks
 from .segmenters import algorithm_name, load, make_segmenter, segmenter_class
@@ -51,18 +50,31 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SAMPLE_SIZE = KMeansSegmenter().init_sample_size
+# Rows per block of the silhouettes' distance matrix (32 MB of float64 distances).
+SILHOUETTE_BLOCK = 2048
 
 
 def silhouettes(rows: np.ndarray, labelings: list[np.ndarray]) -> list[float]:
     """The mean silhouette (scikit-learn's ``silhouette_score``, Euclidean) of each labelling of ``rows``,
-    all from one matrix of distances: each chunk of it (64 MB, where scikit-learn's default 1 GB took +494 MB
-    for 10,000 rows) is multiplied by the labellings' cluster indicators, giving every row's distance sum
-    to every cluster of every labelling. NaN for a labelling of fewer than 2 or more than ``len(rows) - 1``
-    clusters."""
+    all from one matrix of distances, computed in float64 blocks of ``SILHOUETTE_BLOCK`` rows, each block
+    above the diagonal standing for its mirror too: every block is multiplied by the labellings' cluster
+    indicators, giving every row's distance sum to every cluster of every labelling. NaN for a labelling of
+    fewer than 2 or more than ``len(rows) - 1`` clusters."""
     clusterings = [np.unique(labels, return_inverse=True, return_counts=True)[1:] for labels in labelings]
     indicators = np.concatenate([np.eye(len(sizes))[codes] for codes, sizes in clusterings], axis=1)
-    chunks = pairwise_distances_chunked(rows, working_memory=64)
-    sums = np.concatenate([chunk @ indicators for chunk in chunks])
+    rows = np.asarray(rows, dtype=np.float64)
+    norms = np.einsum("ij,ij->i", rows, rows)
+    sums = np.zeros(indicators.shape)
+    for a in range(0, len(rows), SILHOUETTE_BLOCK):
+        for b in range(a, len(rows), SILHOUETTE_BLOCK):
+            left, right = slice(a, a + SILHOUETTE_BLOCK), slice(b, b + SILHOUETTE_BLOCK)
+            distances = norms[left, None] + norms[None, right] - 2.0 * rows[left] @ rows[right].T
+            np.sqrt(np.maximum(distances, 0.0, out=distances), out=distances)
+            if a == b:
+                np.fill_diagonal(distances, 0.0)  # as scikit-learn: a row's distance to itself is 0
+            sums[left] += distances @ indicators[right]
+            if a != b:
+                sums[right] += distances.T @ indicators[left]
     scores, start = [], 0
     for codes, sizes in clusterings:
         if 2 <= len(sizes) <= len(rows) - 1:
@@ -151,7 +163,8 @@ def elbow(
 # (the final fit: 60 on 10,000 of 100,000). On the demo's coordinates (79,299 x 311), for 5 seeds each, this
 # recommended k = 8 (the planted k) 5 times of 5 with the scores 0.08-0.17% above the full fits'; 20,000
 # rows with 10 seedings on all of them did as well in 2.3x the time; 10,000 rows with 3 seedings, or 20,000
-# with one, 4 and 3 times of 5.
+# with one, 4 and 3 times of 5. A segmenter that fits once for every k (``elbow_fits_once``: bisecting
+# k-means) keeps its own seeding: with 3 seedings per split its curve's elbow moved from 7 to 6 at seed 42.
 ELBOW_SEED_SAMPLE = 20_000
 ELBOW_SEARCH = {"init_search_size": 10_000, "n_init": 3}
 
@@ -190,7 +203,8 @@ def job_elbow(
 ) -> pd.DataFrame:
     """The job's elbow table over ``k_min..k_max`` of its algorithm, with stability per k. Each k is fitted
     on ``ELBOW_SEED_SAMPLE`` of the sampled rows, and seeded more cheaply than the final fit
-    (``ELBOW_SEARCH``): the elbow needs the curve's shape, and 14 full seedings would dominate the run."""
+    (``ELBOW_SEARCH``, unless one fit serves every k): the elbow needs the curve's shape, and 14 full
+    seedings would dominate the run."""
     from . import stability
 
     ks = list(range(clustering.k_min, clustering.k_max + 1))
@@ -202,7 +216,7 @@ def job_elbow(
         random_state=seed,
         silhouette_sample=clustering.silhouette_sample,
         sample=subsample(sample, ELBOW_SEED_SAMPLE, seed),
-        **ELBOW_SEARCH,
+        **({} if segmenter_class(clustering.algorithm).elbow_fits_once else ELBOW_SEARCH),
         **params,
         on_k=lambda i, k: detail(f"elbow k={k} ({i + 1} of {len(ks)})"),
     )

@@ -76,6 +76,8 @@ class Segmenter(SavedEstimator, ClusterMixin, BaseEstimator):
     elbow_columns: ClassVar[tuple[str, ...]] = ()
     # True when the class has ``predict_proba_block`` (membership probabilities per row).
     has_probability: ClassVar[bool] = False
+    # True when ``fit_sweep`` fits once for every k: the elbow then seeds it as fully as a fit of one k.
+    elbow_fits_once: ClassVar[bool] = False
 
     n_clusters: int
     random_state: int | None

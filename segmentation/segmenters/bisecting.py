@@ -22,7 +22,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
-from .._estimators import as_row_blocked, log_duration, validated, with_known_row_chunks
+from .._estimators import as_row_blocked, log_duration, map_in_threads, validated, with_known_row_chunks
 from .base import (
     Segmenter,
     add_up,
@@ -123,6 +123,7 @@ class BisectingKMeansSegmenter(Segmenter):
     >>> segmenter.tree_[0]  # [0, 1, 2, SSE of all rows]  # doctest: +SKIP
     """
 
+    elbow_fits_once: ClassVar[bool] = True
     _fitted: ClassVar[tuple[str, ...]] = (
         "cluster_centers_",
         "sse_",
@@ -247,9 +248,12 @@ class BisectingKMeansSegmenter(Segmenter):
         return cut
 
     def fit_sweep(self, ks: Iterable[int], rows: np.ndarray) -> Iterator[BisectingKMeansSegmenter]:
-        """One :meth:`fit_in_memory` at the largest k of ``ks``, cut at each k (:meth:`first_splits`)."""
+        """One :meth:`fit_in_memory` at the largest k of ``ks`` (on one core, as other segmenters fit each
+        k: see ``map_in_threads``), cut at each k (:meth:`first_splits`)."""
         ks = list(ks)
-        fitted = clone(self).set_params(n_clusters=max(ks)).fit_in_memory(rows)
+        [fitted] = map_in_threads(
+            lambda k: clone(self).set_params(n_clusters=k).fit_in_memory(rows), [max(ks)]
+        )
         for k in ks:
             yield fitted.first_splits(k)
 
