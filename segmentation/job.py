@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, checkpoint, cluster, decompose, stability
-from .assign import TABLES, table_assignments, write_assignments
+from .assign import TABLES, assign_file, table_assignments, write_assignments
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, KeptRows, column_quality, kept_row_statistics, row_quality
 from .codes import Codebook, storage_dtype
@@ -78,7 +78,7 @@ from .scratch import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TABLES", "RunResult", "elbow_only", "run_job", "versions"]
+__all__ = ["TABLES", "RunResult", "assign_file", "elbow_only", "run_job", "versions"]  # assign_file: as before
 
 
 @dataclass
