@@ -5,19 +5,19 @@ missing (or held an unknown code) put back to NaN so the trees route them native
 imputed median; then one 0/1 column per segment (the nearest centre) and the distance to every centre in
 PCA space. Set-aside rows (``insufficient_data``) have no features and are not scored by the model.
 
-The model is LightGBM (``benchmarks/bench_response.py`` compares it with scikit-learn's
-HistGradientBoostingClassifier), with the positive class up-weighted by ``scale_pos_weight`` =
+The model is LightGBM, with the positive class up-weighted by ``scale_pos_weight`` =
 sqrt(negatives / positives) by default (``positive_weight``): the full ratio (~80 at 1.2%) makes each
-responder so heavy that the trees fit noise. Its trees are stumps (two leaves, every feature and row in every
-round): a response that adds up effects of the segment and of a few attributes on the log-odds needs no
-interactions, and with ~500 responders among 542 features every extra split mostly fits noise. On the
-generated mail-out at the real size (seed 0: 37,873 assigned rows, 478 responses; Bayes limit 0.842 on those
-rows), 5-fold ROC AUC: 0.827 with stumps, against 0.819 with 7-leaf trees on half the features and 80% of the
-rows a round (the former settings), 0.826 unweighted and 0.820 with the full ratio; 0.799 without the
-segment and distance columns. On a second generated mail-out (seed 1, not used to choose): 0.831 against
-0.823, Bayes 0.844. Without sampling the fit does not depend on the seed. It is saved as LightGBM's text
-model format plus a JSON description; loading parses that text (``lightgbm.Booster(model_str=...)``) and
-never unpickles anything.
+responder so heavy that the trees fit noise. Its trees are stumps (two leaves, every feature and row in
+every round): a response that adds up effects of the segment and of a few attributes on the log-odds needs
+no interactions, and with ~500 responders among 542 features every further split mostly fits noise.
+``benchmarks/bench_response.py`` measures it on the job's features of the generated mail-out at the real
+size (seed 0: 37,873 assigned rows, 478 responses, Bayes limit 0.842 on them): 5-fold ROC AUC 0.827, against
+0.819 with the former 7-leaf trees on half the features and 80% of the rows a round, 0.826 unweighted, 0.820
+with the full ratio; scikit-learn's HistGradientBoostingClassifier with the same settings scores the same
+(0.827) at 7x the time a fold. On a second mail-out not used to choose (seed 1): 0.829 against 0.821 for the
+former settings, Bayes 0.844. Without sampling the fit does not depend on the seed. It is saved as
+LightGBM's text model format plus a JSON description; loading parses that text
+(``lightgbm.Booster(model_str=...)``) and never unpickles anything.
 
 ``cross_validate`` reports stratified k-fold ROC AUC and PR AUC (average precision), mean and spread, next
 to the same folds ranked by the segment's response rate alone (learnt on the training folds) and by the

@@ -22,20 +22,25 @@ from segmentation.response import (
     submission,
 )
 
+REAL_MAILOUT_ROWS = 42_962
+
 
 def planted(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A small mail-out like the generator's: 4 segments with rates proportional to a lift, 3 ordinal
-    attributes with a logistic effect, 40 noise columns, 10% of cells missing, ~1.2% responding.
-    Returns (X, y, segment, lift, probability)."""
+    """A mail-out like the generator's: 4 segments with rates proportional to a lift, 3 ordinal attributes with
+    a logistic effect, 40 noise columns, 10% of the attribute cells missing, ~1.2% responding. As in the
+    generator, the probability is a function of what the file shows (a missing attribute counts as 0, the
+    middle of its scale), so its AUC is the Bayes limit of a model of these columns; the segment columns (the
+    job's membership) are never missing. Returns (X, y, segment, lift, probability)."""
     rng = np.random.default_rng(seed)
     lift = np.array([2.5, 1.0, 0.2, 1.0])
     segment = rng.integers(0, 4, n)
-    ordinal = rng.integers(0, 7, (n, 3)) / 3 - 1
-    linear = np.log(lift)[segment] - 4.9 + ordinal @ np.array([1.0, -1.1, 0.9])
+    attributes = np.hstack([rng.integers(0, 7, (n, 3)) / 3 - 1, rng.standard_normal((n, 40))])
+    attributes[rng.random(attributes.shape) < 0.1] = np.nan
+    shown = np.nan_to_num(attributes[:, :3], nan=0.0)
+    linear = np.log(lift)[segment] - 5.2 + shown @ np.array([1.0, -1.1, 0.9])
     probability = 1 / (1 + np.exp(-linear))
     y = (rng.random(n) < probability).astype(np.int8)
-    X = np.hstack([ordinal, rng.standard_normal((n, 40)), np.eye(4)[segment]]).astype("float32")
-    X[rng.random(X.shape) < 0.1] = np.nan
+    X = np.hstack([attributes, np.eye(4)[segment]]).astype("float32")
     return X, y, segment, lift, probability
 
 
@@ -95,24 +100,18 @@ def test_loading_refuses_a_mismatched_or_foreign_description(fitted, tmp_path):
 
 
 def test_cross_validated_auc_is_within_reach_of_the_bayes_limit():
-    X, y, segment, lift, probability = planted(6_000)
+    X, y, segment, lift, probability = planted(REAL_MAILOUT_ROWS)
     bayes = roc_auc_score(y, probability)
-    result = cross_validate(
-        X,
-        y,
-        segment,
-        lift,
-        folds=5,
-        seed=0,
-        make_model=lambda seed: ResponseModel(num_boost_round=120, seed=seed),
-    )
+    result = cross_validate(X, y, segment, lift, folds=5, seed=0)
     model, rate, by_lift = result["model"], result["segment_rate"], result["segment_lift"]
     assert len(model["roc_auc"]["folds"]) == 5 and model["roc_auc"]["std"] > 0
-    # Measured: Bayes 0.826 on these 6,000 rows (92 responses); model 0.776 (fold spread 0.065), segment rate
-    # 0.691, segment lift 0.681. The gap to Bayes shrinks with rows (see benchmarks/bench_response.py).
-    assert model["roc_auc"]["mean"] >= bayes - 0.08
-    assert model["roc_auc"]["mean"] > rate["roc_auc"]["mean"] + 0.03  # individual attributes matter
-    assert by_lift["roc_auc"]["mean"] == pytest.approx(rate["roc_auc"]["mean"], abs=0.05)  # same ranking, ~
+    # The acceptance at the real mail-out size. Measured (492 responses): Bayes 0.813, model 0.803 (fold
+    # spread 0.020), segment rate 0.695; seeds 1-3 of planted(): 0.009, 0.006, 0.011 below Bayes. The former
+    # settings (7-leaf trees on half the features and 80% of the rows) missed it: 0.792 (seeds 1-3: 0.013,
+    # 0.011, 0.024 below). The job's features at this size: benchmarks/bench_response.py.
+    assert model["roc_auc"]["mean"] >= bayes - 0.02
+    assert model["roc_auc"]["mean"] > rate["roc_auc"]["mean"] + 0.05  # individual attributes matter
+    assert by_lift["roc_auc"]["mean"] == pytest.approx(rate["roc_auc"]["mean"], abs=0.02)  # same ranking, ~
     assert 0 < model["pr_auc"]["mean"] < 1 and model["seconds_per_fold"] > 0
 
 
@@ -211,21 +210,26 @@ def test_job_response_per_segment(job):
 def test_job_model_is_within_reach_of_the_bayes_limit(job):
     data, result = job
     cv = result.run["response"]["cross_validation"]
-    bayes = json.loads((data / "truth" / "planted.json").read_text())["response"]["realised"]
-    # Measured (seed 7, 8,000 rows, 81 responses among the 7,054 assigned, 542 features): CV ROC AUC 0.715
-    # (spread 0.056) against Bayes 0.822, segment rate 0.714, lift 0.721; mail-out test AUC 0.659 against
-    # Bayes 0.781 on its scored rows, top decile 2.5x the base rate. Too few responses here for the model to
-    # beat the segment ranking; at the real size it does (benchmarks/bench_response.py).
-    assert cv["model"]["roc_auc"]["mean"] >= bayes["mailout_train"]["bayes_roc_auc"] - 0.15
+    every = pd.read_parquet(Path(result.output) / "response_scores")
+    assigned = every[(every["table"] == "mailout_train") & every["probability"].notna()]
+    train = _truth(data, "mailout_train").merge(assigned[["LNR"]], on="LNR")  # the rows the model saw
+    assert len(train) == result.run["response"]["model"]["rows"]
+    # Only the real size meets Bayes - 0.02 (0.016 below on the job's features, two generated mail-outs:
+    # benchmarks/bench_response.py; the stand-in at that size: the test above). Here, 7,054 assigned rows
+    # and 81 responses: Bayes 0.817 on them, model 0.698 (fold spread 0.057), segment rate 0.714, lift 0.721;
+    # mail-out test AUC 0.691 against Bayes 0.790 on its scored rows, top decile 3.1x the base rate. The
+    # tolerance: 16 draws of 7,054 rows from the real-size mail-outs put the model 0.101 below Bayes on
+    # average (spread 0.031, worst 0.157); 0.18 is this fixture's 0.119 plus two spreads, room for other
+    # library versions, while scores not aligned with their rows (AUC ~0.5) fail.
+    bayes = roc_auc_score(train["response"], train["probability"])
+    assert cv["model"]["roc_auc"]["mean"] >= bayes - 0.18
     assert cv["model"]["roc_auc"]["mean"] >= cv["segment_lift"]["roc_auc"]["mean"] - 0.05
     ranked = pd.read_parquet(Path(result.output) / "mailout_scores.parquet")
     scores = ranked.merge(_truth(data, "mailout_test"), on="LNR", suffixes=("", "_planted"))
-    assert (
-        roc_auc_score(scores["response"], scores["probability"])
-        >= bayes["mailout_test"]["bayes_roc_auc"] - 0.18
-    )
+    bayes_test = roc_auc_score(scores["response"], scores["probability_planted"])
+    assert roc_auc_score(scores["response"], scores["probability"]) >= bayes_test - 0.18
     top = scores[scores["rank"] <= len(scores) // 10]
-    assert top["response"].mean() >= 1.5 * scores["response"].mean()
+    assert top["response"].mean() >= 2 * scores["response"].mean()
 
 
 @pytest.mark.slow
