@@ -78,7 +78,14 @@ from .scratch import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TABLES", "RunResult", "assign_file", "elbow_only", "run_job", "versions"]  # assign_file: as before
+__all__ = [
+    "TABLES",
+    "RunResult",
+    "assign_file",
+    "elbow_only",
+    "run_job",
+    "versions",
+]  # assign_file: as before
 
 
 @dataclass
