@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -179,14 +179,27 @@ class Clustered:
     @property
     def recommended(self) -> int | None:
         """The elbow's recommended k (None without an elbow)."""
-        if self.elbow is None:
-            return None
-        return int(self.elbow.loc[self.elbow["recommended"].astype(bool), "k"].iloc[0])
+        return None if self.elbow is None else recommended_k(self.elbow)
+
+
+def recommended_k(table: pd.DataFrame) -> int:
+    """The k of the elbow table's ``recommended`` row."""
+    return int(table.loc[table["recommended"].astype(bool), "k"].iloc[0])
+
+
+# The clustering section's keys that are the job's, not a segmenter's parameters.
+_JOB_KEYS = frozenset({"algorithm", "k", "k_min", "k_max", "elbow", "silhouette_sample"})
 
 
 def algorithm_params(clustering: ClusterConfig) -> dict:
-    """The job's options of its clustering algorithm, beyond k and the seed."""
-    return {"covariance_type": clustering.covariance_type} if clustering.algorithm == "gmm" else {}
+    """The job's options of its clustering algorithm, beyond k and the seed: the clustering section's other
+    keys that the algorithm's segmenter takes as parameters (e.g. ``covariance_type`` for ``gmm``)."""
+    accepted = segmenter_class(clustering.algorithm)().get_params()
+    return {
+        item.name: getattr(clustering, item.name)
+        for item in fields(clustering)
+        if item.name not in _JOB_KEYS and item.name in accepted
+    }
 
 
 def runs_elbow(clustering: ClusterConfig) -> bool:
@@ -235,7 +248,7 @@ def fit_clustering(
 ) -> Clustered:
     """The elbow (when ``runs_elbow``) and the segmenter fitted at the given or recommended k."""
     table = job_elbow(clustering, X, sample, seed, detail) if runs_elbow(clustering) else None
-    k = clustering.k or Clustered(None, table).recommended
+    k = clustering.k or recommended_k(table)
     detail(f"k={k}")
     segmenter = make_segmenter(
         clustering.algorithm, n_clusters=k, random_state=seed, **algorithm_params(clustering)
