@@ -1,7 +1,8 @@
 """This job vs the plain pandas + scikit-learn notebook pipeline and the raw-parse floor, side by side in one run.
 
     python benchmarks/bench_pipeline.py [--rows 891221 --customers-rows 191652] [--data DIR] [--k 8]
-                                        [--layout generator|relayout] [--parquet] [--json OUT.json]
+                                        [--layout generator|relayout] [--parquet] [--lock-notebook]
+                                        [--json OUT.json]
 
 Generates Arvato-shaped data (real sizes by default; reused if ``--data`` already holds it); ``--layout
 relayout`` rewrites it in a second file layout (``benchmarks/relayout.py``: other column order, integers
@@ -14,7 +15,8 @@ memory is measured for the whole process tree (client + scheduler + workers):
    use another): ``read_csv`` both tables, unknown codes -> NaN, drop columns > 30% missing and rows > 50%
    missing, median impute, ``StandardScaler``, ``PCA(0.9)``, ``KMeans(k, n_init=10)``, predict customers;
 3. this job: ``segmentation run`` with the same k (elbow skipped), default local profile;
-4. with ``--parquet``: ``segmentation ingest`` of both tables, then the job on the Parquet files.
+4. with ``--lock-notebook``: the same notebook in this job's environment (the lock's older releases);
+5. with ``--parquet``: ``segmentation ingest`` of both tables, then the job on the Parquet files.
 
 Prints wall seconds, peak RSS of each process tree (sampled every 0.2 s with psutil), the ratios to the
 notebook and to the floor, the job's stage breakdown and the adjusted Rand index of each against the planted
@@ -182,6 +184,11 @@ def main() -> None:
     parser.add_argument("--cluster", default=None, help="cluster profile for the job")
     parser.add_argument("--parquet", action="store_true", help="also ingest to Parquet and run the job on it")
     parser.add_argument("--notebook-python", default=None, help="Python of the notebook's environment")
+    parser.add_argument(
+        "--lock-notebook",
+        action="store_true",
+        help="also run the notebook in this job's own environment (the lock's pandas and scikit-learn)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="save the figures here")
     parser.add_argument(
         "--notebook-seconds",
@@ -247,6 +254,18 @@ def main() -> None:
                 "ari": ari(pd.read_parquet(notebook_out), data),
                 "versions": versions,
             }
+            if args.lock_notebook:
+                versions = package_versions(sys.executable)
+                print(f"running the notebook pipeline on the lock ({versions}) ...", flush=True)
+                seconds, peak, output = peak_tree_rss(
+                    [sys.executable, str(script), str(data), str(args.k), str(notebook_out)], env=env
+                )
+                results["notebook_lock"] = {
+                    "seconds": seconds,
+                    "peak_bytes": peak,
+                    "ari": ari(pd.read_parquet(notebook_out), data),
+                    "versions": versions,
+                }
         else:
             results["notebook"] = {
                 "seconds": args.notebook_seconds,
@@ -264,6 +283,7 @@ def main() -> None:
             "peak_bytes": peak,
             "ari": ari(ours, data),
             "stages": run["timings"],
+            "stage_costs": run.get("stage_costs"),
             "peak_worker_memory": run.get("peak_worker_memory"),
             "pca": run["pca"],
         }
@@ -296,6 +316,7 @@ def main() -> None:
                 "peak_bytes": peak,
                 "ari": ari(ours, data),
                 "stages": run["timings"],
+                "stage_costs": run.get("stage_costs"),
                 "ingest_seconds": ingest_seconds,
             }
 
@@ -318,7 +339,6 @@ def report(results: dict) -> None:
     lines = [
         ("raw-parse floor (pyarrow)", floor),
         ("notebook (pandas + scikit-learn)", notebook),
-        ("segmentation (Dask), CSV", job),
     ]
     if "job_parquet" in results:
         lines.append(("segmentation, ingested Parquet", results["job_parquet"]))
@@ -333,11 +353,16 @@ def report(results: dict) -> None:
         "job_over_floor": job["seconds"] / floor["seconds"],
         "read_stage_over_floor": job["stages"].get("read", float("nan")) / floor["seconds"],
     }
+    if "notebook_lock" in results:
+        ratios["job_over_lock_notebook_time"] = job["seconds"] / results["notebook_lock"]["seconds"]
     if "job_parquet" in results:
         ratios["parquet_job_over_notebook_time"] = results["job_parquet"]["seconds"] / notebook["seconds"]
     results["ratios"] = ratios
     print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
     print("job stage timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in job["stages"].items()))
+    for name in ("job", "job_parquet"):
+        if results.get(name, {}).get("stage_costs"):
+            print(f"{name} stage costs: {results[name]['stage_costs']}")
     print(f"job PCA: {job['pca']}, peak worker memory {(job['peak_worker_memory'] or 0) / gib:.2f} GiB")
 
 
