@@ -47,10 +47,10 @@ NOTEBOOK = textwrap.dedent(
     from sklearn.decomposition import PCA
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import StandardScaler
-    from segmentation.schema import load_schema
+    from segmentation.schema import default_attributes_path, parse_attributes
 
     data, k, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    schema = load_schema()
+    schema = parse_attributes(default_attributes_path().read_text(encoding="utf-8-sig"))
     population = pd.read_csv(f"{data}/population.csv", sep=";", low_memory=False)
     customers = pd.read_csv(f"{data}/customers.csv", sep=";", low_memory=False)
     numeric = [a.name for a in schema.features() if a.kind in ("ordinal", "numeric", "binary", "mixed")
@@ -242,7 +242,7 @@ def main() -> None:
             python = args.notebook_python or notebook_python()
             versions = package_versions(python)
             print(f"running the notebook pipeline ({versions}) ...", flush=True)
-            # The notebook reads the attributes file with segmentation.schema (standard library only).
+            # The notebook parses the attributes file with segmentation.schema (standard library only).
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             seconds, peak, output = peak_tree_rss(
                 [python, str(script), str(data), str(args.k), str(notebook_out)], env=env
