@@ -340,6 +340,9 @@ def report(results: dict) -> None:
         ("raw-parse floor (pyarrow)", floor),
         ("notebook (pandas + scikit-learn)", notebook),
     ]
+    if "notebook_lock" in results:
+        lines.append(("notebook on the job's lock", results["notebook_lock"]))
+    lines.append(("segmentation (Dask), CSV", job))
     if "job_parquet" in results:
         lines.append(("segmentation, ingested Parquet", results["job_parquet"]))
     for name, figures in lines:

@@ -59,11 +59,13 @@ def relayout_table(source: Path, target: Path, rng: np.random.Generator) -> None
     options = pv.WriteOptions(delimiter=";", quoting_style="none", include_header=False)
     temporary = target.with_suffix(".tmp")
     pv.write_csv(text, temporary, write_options=options)
-    with temporary.open("rb") as reader, target.open("wb") as writer:
+    written = target.with_suffix(".partial")
+    with temporary.open("rb") as reader, written.open("wb") as writer:
         writer.write(";".join(fields).encode() + b"\r\n")
         while chunk := reader.read(64 * 2**20):
             writer.write(chunk.replace(b"\n", b"\r\n").replace(QUOTE_MARK.encode(), b'"'))
     temporary.unlink()
+    written.replace(target)  # a run cut short leaves no half-written table for the next one to reuse
 
 
 def relayout(source: Path, target: Path, seed: int = 0) -> None:
