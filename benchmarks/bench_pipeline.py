@@ -62,7 +62,9 @@ NOTEBOOK = textwrap.dedent(
             if unknown:
                 values[column] = values[column].where(~values[column].isin(unknown))
         return values
+    population_ids = population["LNR"].to_numpy()
     pop = recode(population)
+    del population  # the raw frame (text columns on some files) would stay beside the model's copies
     kept_columns = pop.columns[pop.isna().mean() <= 0.3]
     pop = pop[kept_columns]
     keep = pop.isna().mean(axis=1) <= 0.5
@@ -73,9 +75,10 @@ NOTEBOOK = textwrap.dedent(
     Z = pca.transform(X)
     kmeans = KMeans(n_clusters=k, n_init=10, random_state=0).fit(Z)
     cust = recode(customers)[kept_columns]
+    del customers
     ckeep = cust.isna().mean(axis=1) <= 0.5
     clabels = kmeans.predict(pca.transform(scaler.transform(imputer.transform(cust[ckeep]))))
-    pd.DataFrame({"LNR": population.loc[keep, "LNR"].to_numpy(), "segment": kmeans.labels_}).to_parquet(out)
+    pd.DataFrame({"LNR": population_ids[keep.to_numpy()], "segment": kmeans.labels_}).to_parquet(out)
     print(f"notebook: {int(keep.sum())} population rows kept, {pca.n_components_} components, "
           f"{int(ckeep.sum())} customers assigned", flush=True)
     """
@@ -121,12 +124,28 @@ def package_versions(python: str) -> dict:
     return json.loads(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout)
 
 
-def peak_tree_rss(command: list[str], env: dict | None = None) -> tuple[float, int, str]:
-    """Run ``command``; return (seconds, peak RSS of it and all its descendants, stdout)."""
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` now (0 if it does not exist)."""
+    total = 0
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(parent, name)).st_size
+            except OSError:
+                pass  # removed meanwhile
+    return total
+
+
+def peak_tree_rss(
+    command: list[str], env: dict | None = None, folder_peaks: dict[Path, int] | None = None
+) -> tuple[float, int, str]:
+    """Run ``command``; return (seconds, peak RSS of it and all its descendants, stdout). With
+    ``folder_peaks`` (folder -> 0), also record there the largest size each folder reached (sampled every
+    2 s: scratch and spill folders)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     root = psutil.Process(process.pid)
-    peak = 0
+    peak, samples = 0, 0
     while process.poll() is None:
         total = 0
         try:
@@ -138,6 +157,13 @@ def peak_tree_rss(command: list[str], env: dict | None = None) -> tuple[float, i
         except psutil.Error:
             pass
         peak = max(peak, total)
+        if folder_peaks is not None and samples % 10 == 0:
+            for folder in folder_peaks:
+                folder_peaks[folder] = max(folder_peaks[folder], folder_bytes(folder))
+        samples += 1
+        if samples % 300 == 0:  # a minute: long runs (10x) must not look hung
+            elapsed = time.perf_counter() - started
+            print(f"  ... {elapsed:.0f} s, peak RSS so far {peak / 2**30:.2f} GiB", flush=True)
         time.sleep(0.2)
     output = process.stdout.read()
     if process.returncode != 0:
