@@ -264,6 +264,7 @@ def clustering_record(clustered: Clustered, k_given: bool) -> dict:
         "k": int(segmenter.n_clusters),
         "k_recommended": clustered.recommended,
         "how_k_was_chosen": "given" if k_given else "elbow",
+        "options": segmenter.get_params(),
         "objective": segmenter.objective,
         "score": segmenter.score_,
         "sse": float(segmenter.sse_),

@@ -81,6 +81,7 @@ class ClusterConfig:
     # Rows the elbow's silhouettes are computed on (quadratic: 10,000 rows took 1.2 s per k, 5,000 0.2 s).
     silhouette_sample: int = 5_000
     covariance_type: str = "full"  # gmm only: full or diag
+    refine: bool = True  # bisecting only: refine the leaves by Lloyd over all rows
 
 
 @dataclass

@@ -86,7 +86,8 @@ def test_bisecting_cut_after_its_first_splits_is_the_fit_of_fewer_clusters(blobs
     deep = make_segmenter("bisecting", n_clusters=7, random_state=0).fit(blocked(blobs), sample=sample)
     for k in (1, 3, 7):
         cut = deep.first_splits(k)
-        alone = make_segmenter("bisecting", n_clusters=k, random_state=0).fit(blocked(blobs), sample=sample)
+        alone = make_segmenter("bisecting", n_clusters=k, random_state=0, refine=False)
+        alone.fit(blocked(blobs), sample=sample)
         assert cut.tree_ == alone.tree_ and cut.split_passes_ == alone.split_passes_
         assert (cut.n_clusters, cut.n_iter_, cut.leaves_) == (k, alone.n_iter_, alone.leaves_)
         np.testing.assert_array_equal(cut.cluster_centers_, alone.cluster_centers_)
@@ -103,8 +104,11 @@ def test_gmm_without_a_sample_draws_one(blobs):
 
 
 @pytest.mark.parametrize("k", [3, 6])
-def test_bisecting_sse_within_two_percent_of_scikit_learn(blobs, k):
-    ours = make_segmenter("bisecting", n_clusters=k, random_state=0).fit(blocked(blobs), sample=blobs[::2])
+@pytest.mark.parametrize("refine", [False, True])
+def test_bisecting_sse_within_two_percent_of_scikit_learn(blobs, k, refine):
+    """Unrefined, scikit-learn's algorithm; refined, Lloyd from its leaves can only lower the SSE."""
+    ours = make_segmenter("bisecting", n_clusters=k, random_state=0, refine=refine)
+    ours.fit(blocked(blobs), sample=blobs[::2])
     reference = BisectingKMeans(k, random_state=0).fit(blobs)
     print(f"k={k}: bisecting SSE {ours.sse_:.6g}, scikit-learn {reference.inertia_:.6g}")
     assert ours.objective == "sse" and ours.score_ == ours.sse_
@@ -115,6 +119,12 @@ def test_bisecting_sse_within_two_percent_of_scikit_learn(blobs, k):
     assert ours.tree_[0][3] == pytest.approx(np.square(blobs - blobs.mean(axis=0)).sum())
     split = {parent for parent, *_ in ours.tree_}
     assert sorted(ours.leaves_) == sorted(set(range(2 * k - 1)) - split)
+    if refine:
+        as_split = make_segmenter("bisecting", n_clusters=k, random_state=0, refine=False)
+        as_split.fit(blocked(blobs), sample=blobs[::2])
+        assert ours.tree_ == as_split.tree_ and ours.refine_passes_ >= 1
+        assert ours.sse_ <= as_split.sse_ * (1 + 1e-9)
+        np.testing.assert_array_equal(labels, np.square(blobs[:, None] - ours.centres_).sum(axis=2).argmin(axis=1))
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,16 @@ leaf of largest SSE in two by 2-means until there are ``n_clusters`` leaves.
 Out of core: a split's 2-means is seeded on the sample rows of that leaf (in memory), then refined by Lloyd
 iterations over the leaf's rows of ``X``, each one pass in which every block routes its rows down the tree
 (:func:`route_block`) and returns the counts, sums and SSE of that leaf's rows on either side
-(:func:`split_block_sums`). Rows are labelled by descending the tree, as scikit-learn does, so a label is
-the leaf a row reaches, not always the nearest leaf centre.
+(:func:`split_block_sums`).
+
+A split, once made, is never undone, so a row stays in the branch its first split sent it to even when
+another leaf's centre is nearer. By default (``refine=True``) the leaf centres then seed Lloyd's k-means over
+all rows, which lets rows move between branches: Steinbach, Karypis and Kumar's "bisecting k-means with
+refinement" (*A comparison of document clustering techniques*, KDD workshop 2000). Rows are then labelled
+by nearest centre. On this project's generated data (12,000 rows, 8 planted segments, PCA coordinates)
+scikit-learn's ``BisectingKMeans`` reaches an adjusted Rand index of 0.53 to the planted segments and
+k-means 0.94; refined, the bisecting leaves reach k-means' figure. ``refine=False`` is scikit-learn's
+algorithm: labels by descending the tree, so a label is the leaf a row reaches.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
+from .. import _daskml
 from .._estimators import as_row_blocked, log_duration, map_in_threads, validated, with_known_row_chunks
 from .base import (
     Segmenter,
@@ -32,10 +41,12 @@ from .base import (
     check_random_state,
     check_sample,
     mean_variance,
+    nearest_centre,
     register,
     row_sample,
     seeds,
     subsample,
+    sum_of_squared_distances,
     without_empty_blocks,
 )
 
@@ -88,7 +99,7 @@ class BisectingKMeansSegmenter(Segmenter):
     n_clusters : int, default=8
     random_state : int or None, default=None
     max_iter : int, default=300
-        Lloyd iterations (passes) per split.
+        Lloyd iterations (passes) per split, and of the refinement.
     tol : float, default=1e-4
         A split's Lloyd stops when the squared shift of its two centres is at most ``tol`` times the mean
         feature variance of the sample (scikit-learn's rule).
@@ -98,24 +109,31 @@ class BisectingKMeansSegmenter(Segmenter):
         Rows drawn when ``fit`` is given no ``sample``.
     init_search_size : int, default=10000
         Most sample rows of the leaf a split's seedings are searched on.
+    refine : bool, default=True
+        Refine the leaves by Lloyd's k-means over all rows (see the module docstring); False is
+        scikit-learn's ``BisectingKMeans``.
 
     Attributes
     ----------
     cluster_centers_ (also ``centres_``) : ndarray of shape (n_clusters, n_features)
-        Leaf centres, labelled in depth-first order (left before right), as scikit-learn does.
+        Leaf centres, labelled in depth-first order (left before right), as scikit-learn does; refined
+        when ``refine``.
     sse_ : float
-        Sum of the leaves' SSE (``score_``).
+        Sum of the segments' SSE (``score_``).
     tree_ : list of [parent, left, right, sse]
         One record per split, in order: the node split (0 is the root), its two new nodes, and the
         parent's SSE before the split.
     node_centres_ : ndarray of shape (2 * n_clusters - 1, n_features)
+        Centres of the tree's nodes as split (before any refinement).
     node_sse_ : ndarray of shape (2 * n_clusters - 1,)
     leaves_ : list of int
         The node of each label.
     split_passes_ : list of int
         Lloyd passes of each split, in order.
+    refine_passes_ : int
+        Lloyd passes of the refinement (0 without).
     n_iter_ : int
-        Lloyd passes over all splits. ``n_features_in_`` : int
+        Lloyd passes over all splits and the refinement. ``n_features_in_`` : int
 
     Example
     -------
@@ -132,6 +150,7 @@ class BisectingKMeansSegmenter(Segmenter):
         "node_sse_",
         "leaves_",
         "split_passes_",
+        "refine_passes_",
         "n_iter_",
         "n_features_in_",
     )
@@ -145,6 +164,7 @@ class BisectingKMeansSegmenter(Segmenter):
         n_init: int = 10,
         init_sample_size: int = 100_000,
         init_search_size: int = 10_000,
+        refine: bool = True,
     ):
         self.n_clusters = n_clusters
         self.random_state = random_state
@@ -153,6 +173,7 @@ class BisectingKMeansSegmenter(Segmenter):
         self.n_init = n_init
         self.init_sample_size = init_sample_size
         self.init_search_size = init_search_size
+        self.refine = refine
 
     def _validate_params(self) -> None:
         check_int("n_clusters", self.n_clusters, 1)
@@ -161,6 +182,8 @@ class BisectingKMeansSegmenter(Segmenter):
         check_int("n_init", self.n_init, 1)
         check_int("init_sample_size", self.init_sample_size, self.n_clusters)
         check_int("init_search_size", self.init_search_size, 2)
+        if not isinstance(self.refine, bool | np.bool_):
+            raise ValueError(f"refine must be true or false, got {self.refine!r}")
         check_random_state(self.random_state)
 
     def fit(self, X: Any, y: None = None, sample: np.ndarray | None = None) -> BisectingKMeansSegmenter:
@@ -219,6 +242,13 @@ class BisectingKMeansSegmenter(Segmenter):
             sample_nodes[at] = np.where(nearer_right, right, left)
         self._set_tree(np.asarray(node_centres), np.asarray(node_sse), tree, passes)
         self.n_features_in_ = n_features
+        if self.refine:
+            with log_duration(logger, f"{name}: refinement of the leaves"):
+                centres, n_iter = _daskml.lloyd_kmeans(
+                    X, self.n_clusters, init=self.cluster_centers_, oversampling_factor=2.0,
+                    init_max_iter=None, max_iter=self.max_iter, tol=tolerance, random_state=seed, n_init=1,
+                )  # fmt: skip
+                self._set_refined(centres, sum_of_squared_distances(X, centres), n_iter)
         logger.info("%s: SSE %.6g, %d Lloyd pass(es)", name, self.sse_, self.n_iter_)
         return self
 
@@ -231,16 +261,24 @@ class BisectingKMeansSegmenter(Segmenter):
         self.cluster_centers_ = self.node_centres_[self.leaves_]
         self.sse_ = float(self.node_sse_[self.leaves_].sum())
         self.split_passes_ = [int(n) for n in passes]
+        self.refine_passes_ = 0
         self.n_iter_ = sum(self.split_passes_)
 
+    def _set_refined(self, centres: np.ndarray, sse: float, passes: int) -> None:
+        self.cluster_centers_ = np.asarray(centres, dtype=np.float64)
+        self.sse_ = float(sse)
+        self.refine_passes_ = int(passes)
+        self.n_iter_ = sum(self.split_passes_) + self.refine_passes_
+
     def first_splits(self, k: int) -> BisectingKMeansSegmenter:
-        """This fit cut after its first ``k - 1`` splits: the same as fitting with ``n_clusters=k`` (the
-        splits are made in the same order, from the same draws), without fitting again."""
+        """This fit's tree cut after its first ``k - 1`` splits, unrefined: the same as fitting with
+        ``n_clusters=k`` and ``refine=False`` (the splits are made in the same order, from the same draws),
+        without fitting again."""
         check_is_fitted(self, "tree_")
         check_int("k", k, 1)
         if k > self.n_clusters:
             raise ValueError(f"k={k} is more than the {self.n_clusters} clusters fitted")
-        cut = clone(self).set_params(n_clusters=k)
+        cut = clone(self).set_params(n_clusters=k, refine=False)
         nodes = 2 * k - 1
         cut._set_tree(self.node_centres_[:nodes], self.node_sse_[:nodes], self.tree_[: k - 1],
                       self.split_passes_[: k - 1])  # fmt: skip
@@ -249,13 +287,25 @@ class BisectingKMeansSegmenter(Segmenter):
 
     def fit_sweep(self, ks: Iterable[int], rows: np.ndarray) -> Iterator[BisectingKMeansSegmenter]:
         """One :meth:`fit_in_memory` at the largest k of ``ks`` (on one core, as other segmenters fit each
-        k: see ``map_in_threads``), cut at each k (:meth:`first_splits`)."""
+        k: see ``map_in_threads``), cut at each k (:meth:`first_splits`); with ``refine``, each cut then
+        refined on ``rows`` (in threads)."""
         ks = list(ks)
         [fitted] = map_in_threads(
-            lambda k: clone(self).set_params(n_clusters=k).fit_in_memory(rows), [max(ks)]
+            lambda k: clone(self).set_params(n_clusters=k, refine=False).fit_in_memory(rows), [max(ks)]
         )
-        for k in ks:
-            yield fitted.first_splits(k)
+        if not self.refine:
+            yield from (fitted.first_splits(k) for k in ks)
+            return
+        yield from map_in_threads(lambda k: self._refined_in_memory(fitted.first_splits(k), rows), ks)
+
+    def _refined_in_memory(self, cut: BisectingKMeansSegmenter, rows: np.ndarray) -> BisectingKMeansSegmenter:
+        """``cut`` with its leaves refined by scikit-learn's Lloyd k-means on ``rows``."""
+        lloyd = KMeans(
+            cut.n_clusters, init=cut.cluster_centers_, n_init=1, max_iter=self.max_iter, tol=self.tol
+        )
+        lloyd.fit(rows)
+        cut.set_params(refine=True)._set_refined(lloyd.cluster_centers_, lloyd.inertia_, lloyd.n_iter_)
+        return cut
 
     def _two_means(
         self,
@@ -282,7 +332,10 @@ class BisectingKMeansSegmenter(Segmenter):
         return centres, sse, iteration
 
     def predict_block(self, block: np.ndarray) -> np.ndarray:
-        """The leaf (label, int32) each row of one in-memory block reaches down the tree."""
+        """The label (int32) of each row of one in-memory block: its nearest centre when refined, else the
+        leaf it reaches down the tree."""
+        if self.refine:
+            return nearest_centre(np.asarray(block), self.cluster_centers_)
         splits = np.array([record[:3] for record in self.tree_], dtype=np.int64).reshape(-1, 3)
         nodes = route_block(np.asarray(block), splits, self.node_centres_)
         label_of = np.zeros(len(self.node_centres_), dtype=np.int32)
