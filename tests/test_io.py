@@ -195,6 +195,39 @@ def test_code_partition_equals_the_typed_path(tmp_path):
         code_partition(raw, codebook, str(path), strict=True)
 
 
+def test_numbers_parsed_as_text_take_the_compiled_path_with_the_same_outcome(tmp_path, monkeypatch):
+    """A block whose typed parse met a non-number is parsed as text; its integer-coded columns are then
+    numbers again (one parse per distinct value) and give the positions and invalid counts of the
+    column-by-column path, whatever the form: quoted, padded, signed, 4.0, an undeclared sentinel."""
+    import pyarrow as pa
+
+    from segmentation.codes import Codebook
+    from segmentation.io import code_partition, invalid_value_counts
+
+    generate(tmp_path, rows=1500, customers_rows=10, mailout_rows=10, seed=5)
+    schema = load_schema()
+    path = tmp_path / "population.csv"
+    raw = pd.read_csv(path, sep=";", dtype=str, keep_default_na=False, na_values=[""])
+    raw = raw[[c for c in schema.columns("population") if c in raw.columns]]
+    codebook = Codebook(schema)
+    rng = np.random.default_rng(1)
+    forms = ["k.A.", " 4 ", "+4", "4.0", "1e0", "-1", "X", "4,0", "  ", "1.5"]
+    for column in rng.choice(codebook.numeric_columns, 40, replace=False):
+        rows = rng.choice(len(raw), len(forms), replace=False)
+        for row, form in zip(rows, forms, strict=True):
+            raw.loc[row, column] = form
+    text = pa.Table.from_pandas(raw, pa.schema([(c, pa.string()) for c in raw.columns]), preserve_index=False)
+    with monkeypatch.context() as patched:  # the column-by-column path must not be taken
+        patched.setattr("segmentation.io.normalize_partition", None)
+        block, invalid = code_partition(text, codebook, str(path))
+    typed = normalize_partition(raw, schema, str(path), strict=False)
+    expected = codebook.encode(typed)
+    np.testing.assert_array_equal(block.positions, expected.positions)
+    np.testing.assert_array_equal(block.ids, expected.ids)
+    assert invalid.to_dict() == invalid_value_counts(raw, typed).iloc[0].to_dict()
+    assert invalid.sum() >= 40 * 4  # k.A., X, 4,0 and blanks at least; 1.5 and 4 are column-dependent
+
+
 def test_byte_order_mark_and_windows_line_endings(tmp_path, other_schema):
     frame = other_vendor_frame(500)
     path = tmp_path / "population.csv"
