@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import dask
 import dask.config
+import psutil
 from distributed import Client, LocalCluster, Security
 from distributed import performance_report as dask_performance_report
 from distributed.core import Status
@@ -199,7 +200,9 @@ class ClusterSession:
         Seconds per stage, from ``stage``.
     stage_costs : dict of str to dict
         Per stage, the tasks the scheduler ran (``tasks``) and the bytes of the results brought to the
-        client (``client_bytes``), from the scheduler's ``TaskCounter``; empty when it gives no counts.
+        client (``client_bytes``), from the scheduler's ``TaskCounter`` (absent when it gives no counts);
+        and the bytes the workers and the client read from and wrote to storage (``disk_read_bytes``,
+        ``disk_write_bytes``: the kernel's per-process counts, so page-cache hits are not reads).
     """
 
     def __init__(
@@ -229,20 +232,46 @@ class ClusterSession:
         ``timings[name]`` (also on failure). An interrupt that was swallowed meanwhile is raised at either
         end (``check_interrupt``)."""
         check_interrupt()
-        before = self._counts() or {}
+        before, disk_before = self._counts() or {}, self._disk_bytes()
         with self._display.stage(name) as progress:
             stage = Stage(name=name, started=progress.started, progress=progress)
             try:
                 yield stage
                 check_interrupt()
+                # Only when the stage succeeded: an interrupted run must not wait on the workers.
+                self._add_disk_bytes(name, disk_before, self._disk_bytes())
             finally:
                 stage.seconds = time.perf_counter() - stage.started
                 self.timings[name] = self.timings.get(name, 0.0) + stage.seconds
                 after = self._counts() or {}
                 if "submitted" in before and "submitted" in after:
-                    costs = self.stage_costs.setdefault(name, {"tasks": 0, "client_bytes": 0})
-                    costs["tasks"] += after["submitted"] - before["submitted"]
-                    costs["client_bytes"] += after.get("client_bytes", 0) - before.get("client_bytes", 0)
+                    costs = self.stage_costs.setdefault(name, {})
+                    costs["tasks"] = costs.get("tasks", 0) + after["submitted"] - before["submitted"]
+                    costs["client_bytes"] = (costs.get("client_bytes", 0) + after.get("client_bytes", 0)
+                                             - before.get("client_bytes", 0))  # fmt: skip
+
+    def _disk_bytes(self) -> dict[str, tuple[int, int]]:
+        """Bytes each worker process and this client have read from and written to storage so far (the
+        kernel's count: reads served from the page cache are not in it); empty where the OS does not
+        tell."""
+        try:
+            counts = self.client.run(_process_disk_bytes, on_error="ignore")
+        except Exception as error:  # noqa: BLE001 - diagnostics must not fail the run
+            logger.debug("no disk counts from the workers: %s", error)
+            counts = {}
+        counts = {worker: value for worker, value in counts.items() if value is not None}
+        own = _process_disk_bytes()
+        return counts if own is None else {**counts, "client": own}
+
+    def _add_disk_bytes(self, name: str, before: dict, after: dict) -> None:
+        """Add to ``stage_costs[name]`` the disk bytes read and written meanwhile, over the processes
+        counted at both ends (a restarted worker's counts start again, so a fall counts as none)."""
+        both = before.keys() & after.keys()
+        if not both:
+            return
+        costs = self.stage_costs.setdefault(name, {})
+        for i, key in enumerate(("disk_read_bytes", "disk_write_bytes")):
+            costs[key] = costs.get(key, 0) + sum(max(after[p][i] - before[p][i], 0) for p in both)
 
     def recovery(self) -> dict[str, int | None]:
         """Workers lost and tasks computed again (their result was lost with a worker) since the session
@@ -320,6 +349,16 @@ def _peak_process_memory(dask_worker: Any, seconds: float) -> int:
         if t >= since
     ]
     return int(max(samples, default=monitor.get_process_memory()))
+
+
+def _process_disk_bytes(dask_worker: Any = None) -> tuple[int, int] | None:
+    """This process's bytes read from and written to storage (``/proc/self/io``), or None where the OS
+    does not count them (macOS)."""
+    try:
+        counts = psutil.Process().io_counters()
+    except (AttributeError, NotImplementedError, psutil.Error):
+        return None
+    return int(counts.read_bytes), int(counts.write_bytes)
 
 
 class _MemorySampler:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import psutil
 import pytest
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
@@ -286,3 +287,13 @@ def test_bytes_brought_to_the_client_do_not_grow_with_rows(profile, tmp_path):
             assert grown == pytest.approx(large_sample - small_sample, rel=0.05)
         else:
             assert grown <= 0.1 * small[stage]["client_bytes"] + 20_000, (stage, small[stage], large[stage])
+    if sys.platform == "linux":  # the kernel counts each process's storage bytes
+        for stage_costs in [*small.values(), *large.values()]:
+            assert stage_costs["disk_read_bytes"] >= 0 and stage_costs["disk_write_bytes"] >= 0
+        if not _in_memory_filesystem(tmp_path):  # the coded blocks reach the disk (tmpfs keeps them in RAM)
+            assert large["read"]["disk_write_bytes"] > small["read"]["disk_write_bytes"] > 0
+
+
+def _in_memory_filesystem(path) -> bool:
+    mounts = [p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint)]
+    return max(mounts, key=lambda p: len(p.mountpoint)).fstype in ("tmpfs", "ramfs")
