@@ -14,7 +14,8 @@ process tree, and prints:
 - wall seconds and the ratio to the same profile's 1x run; peak RSS of the whole process tree (client,
   scheduler, nannies, workers), sampled every 0.2 s;
 - the largest size the job's work folder (coded blocks, PCA coordinates, checkpoints) and Dask's spill
-  folder reached (sampled every 2 s), against the bound the job documents (work folder at most ~1.5x the CSV);
+  folder reached (sampled every 2 s), against the work folder's bound (``work_bound``: 2 bytes per coded
+  value of every row read, 8 per id, 4 per PCA coordinate of every kept population row, plus 10%);
 - per stage, from ``run.json``'s ``stage_costs``: bytes read from and written to storage by the workers and
   the client (the kernel's per-process counts: reads served from the page cache do not count), the
   bandwidth floor (bytes read / measured bandwidth) and the stage's seconds over that floor.
@@ -39,7 +40,16 @@ from segmentation.synth import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 POPULATION_ROWS, CUSTOMERS_ROWS = 891_221, 191_652
-WORK_BOUND = 1.5  # the work folder's peak, as a multiple of the input CSV's size (docs/scaling.md)
+
+
+def work_bound(run: dict) -> int:
+    """Most bytes the work folder holds (docs/scaling.md): coded blocks (2 bytes a value, 8 an id) of every
+    row read and the PCA coordinates (4 bytes each) of the kept population rows, plus 10% for the files'
+    headers, the few text columns and the checkpoints."""
+    rows = sum(table["read"] for table in run["rows"].values())
+    coded = rows * (2 * run["columns"]["input"] + 8)
+    coordinates = 4 * run["rows"]["population"]["assigned"] * run["pca"]["n_components"]
+    return int(1.1 * (coded + coordinates))
 
 
 def dataset(root: Path, scale: int, seed: int) -> Path:
@@ -87,6 +97,7 @@ def run_job(data: Path, profile: str, k: int, seed: int, scratch: Path) -> dict:
         "stage_costs": run.get("stage_costs", {}),
         "peak_worker_memory": run.get("peak_worker_memory"),
         "workers_lost": run.get("workers_lost"),
+        "work_bound_bytes": work_bound(run),
     }
 
 
@@ -126,7 +137,8 @@ def report(scale: int, profile: str, figures: dict, results: dict) -> None:
     work = figures["work_folder_peak_bytes"]
     print(f"\n{scale}x, profile {profile}: {figures['seconds']:.1f} s{ratio}; peak RSS of the process tree "
           f"{figures['peak_bytes'] / gib:.2f} GiB (peak worker {(figures['peak_worker_memory'] or 0) / gib:.2f} GiB); "
-          f"work folder peak {work / 1e9:.2f} GB ({work / figures['csv_bytes']:.2f}x the CSV, bound {WORK_BOUND}x); "
+          f"work folder peak {work / 1e9:.2f} GB ({work / figures['csv_bytes']:.2f}x the CSV; bound "
+          f"{figures['work_bound_bytes'] / 1e9:.2f} GB); "
           f"spilled {figures['spill_folder_peak_bytes'] / 1e9:.2f} GB; workers lost {figures['workers_lost']}")  # fmt: skip
     print(f"{'stage':10}{'seconds':>9}{'read GB':>9}{'written GB':>11}{'floor s':>9}{'over floor':>11}")
     for stage, seconds in figures["stages"].items():
