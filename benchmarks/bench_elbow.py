@@ -42,7 +42,7 @@ from sklearn.metrics import silhouette_score
 from segmentation import cluster, stability
 from segmentation.checkpoint import Checkpoints
 from segmentation.config import ClusterConfig, load_job
-from segmentation.job import _import_on_workers, _prepare
+from segmentation.job import _prepare
 from segmentation.preflight import preflight
 from segmentation.runtime import open_cluster
 from segmentation.segmenters import make_segmenter, segmenter_class
@@ -259,7 +259,7 @@ def main() -> None:
         checked = preflight(config)
         results = {"load_average_start": os.getloadavg(), "rows": args.rows, "algorithms": []}
         with open_cluster(checked.profile, show_progress=False) as session:
-            _import_on_workers(session.client)
+            session.prepare_workers()
             prepared = _prepare(config, checked.schema, session, Checkpoints(scratch, "bench", {}))
             X, sample = prepared.for_clustering(), prepared.sample
             print(f"coordinates: {X.shape[0]:,} rows x {X.shape[1]}; seeding sample {len(sample):,} rows")

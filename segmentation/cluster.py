@@ -202,6 +202,22 @@ def algorithm_params(clustering: ClusterConfig) -> dict:
     }
 
 
+def check_k(clustering: ClusterConfig, population: str, kept: int, read: int) -> None:
+    """k (or the elbow's largest k) must not exceed the population rows kept for clustering: a
+    configuration error found before the PCA, not a traceback after it."""
+    from .config import ConfigError
+
+    asked = [("k", "--k", clustering.k)]
+    if runs_elbow(clustering):
+        asked.append(("clustering.k_max", "--k-max", clustering.k_max))
+    for key, option, k in asked:
+        if k is not None and k > kept:
+            raise ConfigError(
+                f"{population}: {key} = {k} ({option}) is more than the {kept:,} population rows kept for "
+                f"clustering ({read:,} read, {read - kept:,} set aside as insufficient_data)"
+            )
+
+
 def runs_elbow(clustering: ClusterConfig) -> bool:
     """Whether the job runs the elbow: when asked, else when k is not given."""
     return clustering.elbow if clustering.elbow is not None else clustering.k is None

@@ -23,6 +23,7 @@ from pathlib import Path
 import dask
 import dask.dataframe as dd
 import fsspec
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -449,31 +450,73 @@ def code_partition(
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
+@numba.njit(nogil=True, cache=True)
+def _parse_whole_numbers(data, offsets, valid, out, other) -> None:
+    """Parse each string of an Arrow string array (its data bytes, int32 offsets and validity as a byte per
+    cell) written as a whole number: blanks, a sign, digits, and ``.0...`` (``4``, ``-1``, `` 4.0 ``).
+    Empty cells -> NaN. Anything else -> NaN with ``other`` set, for the general path."""
+    for i in range(len(out)):
+        out[i] = np.nan
+        other[i] = False
+        if not valid[i]:
+            continue
+        start, end = offsets[i], offsets[i + 1]
+        while start < end and data[start] == 32:
+            start += 1
+        while end > start and data[end - 1] == 32:
+            end -= 1
+        sign, value, digits, ok = 1.0, 0.0, 0, True
+        if start < end and (data[start] == 45 or data[start] == 43):  # - +
+            sign = -1.0 if data[start] == 45 else 1.0
+            start += 1
+        while start < end and 48 <= data[start] <= 57:
+            value = value * 10.0 + (data[start] - 48)
+            digits += 1
+            start += 1
+        if start < end and data[start] == 46:  # . then zeros only
+            start += 1
+            while start < end and data[start] == 48:
+                start += 1
+        if start != end or digits == 0 or digits > 15:
+            ok = False
+        if ok:
+            out[i] = sign * value
+        else:
+            other[i] = True
+
+
 def _numbers_from_text(raw: pa.Table, columns: list[str], schema: Schema) -> tuple[dict, dict[str, int]]:
     """Those of ``columns`` that ``raw`` holds as text, as float64 arrays (missing: NaN), and per such
     column the count of invalid cells: present, not a number and not a declared text unknown code
     (``unbekannt``), all of which become missing, as ``_classify`` reads them.
 
-    A coded column holds a few dozen distinct values, so each is parsed once: the column is dictionary
-    encoded, its dictionary parsed, and the numbers taken back by index (no Python per cell; a regular
-    expression over every cell cost 4x more)."""
+    Whole numbers (nearly every cell) are parsed by a compiled loop over the Arrow buffers; the few other
+    cells (``1e0``, ``1.5``, sentinels) go through a regular expression (a regex over every cell cost 0.45 s
+    per 16 MB block, a dictionary of distinct values 0.19 s, this loop a few hundredths)."""
     numbers, invalid = {}, {}
     for column in columns:
         text = raw.column(column)
-        if not (pa.types.is_string(text.type) or pa.types.is_large_string(text.type)):
+        if not pa.types.is_string(text.type):
             continue
-        encoded = pc.dictionary_encode(text.combine_chunks())
-        words = pc.utf8_trim_whitespace(encoded.dictionary)
-        is_number = pc.match_substring_regex(words, _NUMBER)
-        unknown = pa.array(schema[column].text_unknown_codes, type=words.type)
-        other = pc.and_(pc.invert(is_number), pc.invert(pc.is_in(words, value_set=unknown)))
-        # One more entry, NaN and valid, for the empty cells (null indices).
-        parsed = pc.cast(pc.if_else(is_number, words, pa.scalar(None, words.type)), pa.float64())
-        lookup = np.append(parsed.to_numpy(zero_copy_only=False), np.nan)
-        bad = np.append(other.to_numpy(zero_copy_only=False), False)
-        at = pc.fill_null(encoded.indices, len(words)).to_numpy()
-        numbers[column] = lookup[at]
-        invalid[column] = int(np.count_nonzero(bad[at]))
+        text = text.combine_chunks()
+        validity, offsets, data = text.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int32)[text.offset : text.offset + len(text) + 1]
+        data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+        valid = pc.is_valid(text).to_numpy(zero_copy_only=False)
+        out, other = np.empty(len(text)), np.empty(len(text), dtype=np.bool_)
+        _parse_whole_numbers(data, offsets, valid, out, other)
+        invalid[column] = 0
+        at = np.flatnonzero(other)
+        if len(at):
+            words = pc.utf8_trim_whitespace(text.take(pa.array(at)))
+            is_number = pc.match_substring_regex(words, _NUMBER)
+            out[at] = pc.cast(
+                pc.if_else(is_number, words, pa.scalar(None, words.type)), pa.float64()
+            ).to_numpy(zero_copy_only=False)
+            unknown = pa.array(schema[column].text_unknown_codes, type=words.type)
+            bad = pc.and_(pc.invert(is_number), pc.invert(pc.is_in(words, value_set=unknown)))
+            invalid[column] = int(np.count_nonzero(bad.to_numpy(zero_copy_only=False)))
+        numbers[column] = out
     return numbers, invalid
 
 

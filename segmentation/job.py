@@ -20,13 +20,9 @@ This module only wires the stages and the configuration; run.json is assembled i
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
-import platform
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 
 import dask
 import dask.array as da
@@ -42,10 +38,10 @@ from .compare import compare_proportions, row_accounting
 from .config import ConfigError, JobConfig
 from .describe import segment_profiles
 from .encode import Encoder
-from .io import FirstPass, InputError, Table, code_tables, hide_input_errors_in_worker_log, read_table
+from .io import FirstPass, InputError, Table, code_tables, read_table
 from .model import SegmentationModel, segment_names
 from .preflight import Checked, input_paths, preflight
-from .progress import StageDisplay
+from .response import response_stage
 from .run_folder import (
     ASSIGNMENTS,
     ELBOW,
@@ -62,7 +58,7 @@ from .run_folder import (
     RunFolder,
     RunReader,
 )
-from .runtime import check_interrupt, open_cluster
+from .runtime import check_interrupt, open_cluster, versions
 from .scale import ImputeScaler
 from .schema import Schema, default_attributes_path
 from .scratch import (
@@ -78,14 +74,7 @@ from .scratch import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "TABLES",
-    "RunResult",
-    "assign_file",
-    "elbow_only",
-    "run_job",
-    "versions",
-]  # assign_file: as before
+__all__ = ["TABLES", "RunResult", "assign_file", "elbow_only", "run_job", "versions"]  # as before
 
 
 @dataclass
@@ -97,18 +86,6 @@ class RunResult:
     run: dict  # run.json
     model: SegmentationModel = field(repr=False)  # the fitted chain: cleaner, encoder, scaler, pca, segmenter
     assignments: str  # folder of Parquet files: LNR, table, segment of every row of every table
-
-
-def versions() -> dict:
-    """Versions of Python and the libraries whose behaviour shapes the results."""
-    packages = ("dask", "distributed", "dask-ml", "scikit-learn", "pandas", "numpy", "pyarrow", "matplotlib")
-    found = {"python": platform.python_version(), "segmentation": __version__}
-    for name in packages:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 @dataclass
@@ -162,7 +139,7 @@ def run_job(config: JobConfig, checked: Checked | None = None, *, fresh: bool = 
     started = datetime.now(UTC)
     try:
         with open_cluster(profile) as session:
-            _import_on_workers(session.client)
+            session.prepare_workers()
             logger.info("Dask dashboard: %s", session.dashboard_link)
             print(f"Dask dashboard: {session.dashboard_link}", flush=True)
             with session.performance_report(folder.path(PERFORMANCE_REPORT)):
@@ -171,7 +148,9 @@ def run_job(config: JobConfig, checked: Checked | None = None, *, fresh: bool = 
             run = _run_record(config, checked.schema, prepared, results, session, checkpoints, started)
         folder.write(RUN_JSON, run)
         if config.report:
-            _write_report(folder, config)
+            from .report import write_with_targets  # matplotlib: only when a report is written
+
+            write_with_targets(folder, config.top_targets)
         proportions = folder.reader().read(PROPORTIONS)
         check_interrupt()
         output = folder.commit()
@@ -186,36 +165,6 @@ def run_job(config: JobConfig, checked: Checked | None = None, *, fresh: bool = 
         raise
     checkpoints.remove()
     return RunResult(output, proportions, run, prepared.model, RunReader(output).url(ASSIGNMENTS))
-
-
-def _import_on_workers(client) -> None:
-    """Import the job's modules on every worker before the first pass. Otherwise each worker imports them
-    while its first tasks queue up, and one worker then held 1.0-1.2 GB for a few seconds in 3 of 5
-    real-size runs (in none of 4 with this). Also keeps an expected ``InputError`` out of the workers'
-    log (the client prints its one line)."""
-    client.run(_prepare_worker)
-
-
-def _prepare_worker() -> None:
-    importlib.import_module(__name__)
-    hide_input_errors_in_worker_log()
-
-
-def _write_report(folder: RunFolder, config: JobConfig) -> None:
-    """The targeting list and the HTML and PDF report, into the staged run folder (the targeting list reads
-    the assignments where the workers wrote them, in object storage for a remote run)."""
-    from .report import write_report
-    from .target import write_targets
-
-    display = StageDisplay()
-    with display.stage("report") as stage:
-        started = time.perf_counter()
-        stage.detail("targeting list")
-        write_targets(folder.staging, top_n=config.top_targets, source=folder.reader())
-        stage.detail("HTML and PDF")
-        write_report(folder.staging)
-        logger.info("report written in %.1f s", time.perf_counter() - started)
-    display.close()
 
 
 # ------------------------------------------------------------------------ up to the PCA coordinates
@@ -257,7 +206,7 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
             checkpoint.save_scale(checkpoints, kept, scaler)
     model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)
     rows = [int(n) for n in kept["population"].per_block]
-    _check_k(config, sum(rows), first_pass["population"].rows)
+    cluster.check_k(config.clustering, config.inputs.population, sum(rows), first_pass["population"].rows)
     with session.stage("reduce"):
         if "reduce" in resumed:
             model.pca = checkpoint.load_pca(checkpoints)
@@ -289,20 +238,6 @@ def _fit_pca(config: JobConfig, model: SegmentationModel, blocks: Blocks, rows: 
     return decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
 
 
-def _check_k(config: JobConfig, kept: int, read: int) -> None:
-    """k (or the elbow's largest k) must not exceed the population rows kept for clustering: a
-    configuration error found before the PCA, not a traceback after it."""
-    asked = [("k", "--k", config.clustering.k)]
-    if cluster.runs_elbow(config.clustering):
-        asked.append(("clustering.k_max", "--k-max", config.clustering.k_max))
-    for key, option, k in asked:
-        if k is not None and k > kept:
-            raise ConfigError(
-                f"{config.inputs.population}: {key} = {k} ({option}) is more than the {kept:,} population "
-                f"rows kept for clustering ({read:,} read, {read - kept:,} set aside as insufficient_data)"
-            )
-
-
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:
     """Fit the job's algorithm over ``k_min..k_max`` and return the elbow table (no run folder)."""
     import tempfile
@@ -314,7 +249,7 @@ def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFram
         tempfile.TemporaryDirectory(prefix="segmentation-elbow-") as work,
         open_cluster(checked.profile) as session,
     ):
-        _import_on_workers(session.client)
+        session.prepare_workers()
         checkpoints = Checkpoints(work, "elbow", checked.profile.storage_options)
         prepared = _prepare(config, checked.schema, session, checkpoints)
         with session.stage("cluster") as stage:
@@ -368,7 +303,9 @@ def _run_stages(
         counts = {name: computed[name].reindex(segments, fill_value=0) for name in prepared.tables}
         proportions = compare_proportions(counts["population"], counts["customers"], segments)
         folder.write(PROPORTIONS, proportions)
-    response = _response_stage(config, prepared, proportions, folder, session)
+    response = response_stage(
+        session, model, prepared.tables, prepared.blocks, proportions, folder, config.seed
+    )
     with session.stage("describe"):
         scaler = model.scaler
         centres_scaled = model.pca.inverse_transform(model.segmenter.centres_)
@@ -390,26 +327,6 @@ def _run_stages(
             QUALITY_ROWS, row_quality({name: prepared.kept[name].row_missing for name in quality_tables})
         )
     return Results(clustered, stable, counts, response)
-
-
-def _response_stage(
-    config: JobConfig, prepared: Prepared, proportions: pd.DataFrame, folder: RunFolder, session
-) -> dict | None:
-    """With a ``mailout_train``: response per segment (rewriting proportions.csv with its columns), the response
-    model and the scores (``segmentation.response``); the run.json ``response`` section, None without one."""
-    if "mailout_train" not in prepared.tables:
-        return None
-    from .response import SCORED_TABLES, run_response
-
-    with session.stage("response"):
-        blocks = {name: prepared.blocks[name].load() for name in SCORED_TABLES if name in prepared.blocks}
-        paths = prepared.tables["mailout_train"].paths
-        storage = session.profile.storage_options
-        proportions, response = run_response(
-            prepared.model, blocks, paths, proportions, folder, storage, config.seed
-        )
-        folder.write(PROPORTIONS, proportions)
-    return response
 
 
 # ------------------------------------------------------------------------------------------ run.json

@@ -384,6 +384,28 @@ def _responses_of(ids: np.ndarray, responses: pd.DataFrame, id_column: str, sour
     return found.to_numpy(dtype="int8")
 
 
+def response_stage(
+    session,
+    model: SegmentationModel,
+    tables: dict,
+    blocks: dict,
+    proportions: pd.DataFrame,
+    folder,
+    seed: int,
+) -> dict | None:
+    """The job's response stage, with a ``mailout_train`` among ``tables`` (``io.Table``; ``blocks``: their
+    ``scratch.Blocks``): :func:`run_response`, rewriting proportions.csv with its columns. Returns the
+    run.json ``response`` section, None without a mail-out."""
+    if "mailout_train" not in tables:
+        return None
+    with session.stage("response"):
+        loaded = {name: blocks[name].load() for name in SCORED_TABLES if name in blocks}
+        proportions, response = run_response(model, loaded, tables["mailout_train"].paths, proportions, folder,
+                                              session.profile.storage_options, seed)  # fmt: skip
+        folder.write(PROPORTIONS, proportions)
+    return response
+
+
 def run_response(
     model: SegmentationModel,
     blocks: dict[str, list],

@@ -86,10 +86,28 @@ __all__ = [
     "figure_row_missing", "figure_segment_profiles", "figure_segment_shares", "file_name", "fixed_k_note",
     "format_count", "format_p", "format_ratio", "format_sd", "format_share", "headline", "read_run_files",
     "recommendations", "render_html", "render_pdf", "replace_when_done", "segment_order", "wilson_interval",
-    "write_report",
+    "write_report", "write_with_targets",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
+
+
+def write_with_targets(folder, top_targets: int) -> None:
+    """The targeting list and the HTML and PDF report, into a job's staged run folder
+    (``run_folder.RunFolder``; the targeting list reads the assignments where the workers wrote them, in
+    object storage for a remote run), shown as the ``report`` stage."""
+    from ..progress import StageDisplay
+    from ..target import write_targets
+
+    display = StageDisplay()
+    with display.stage("report") as stage:
+        started = time.perf_counter()
+        stage.detail("targeting list")
+        write_targets(folder.staging, top_n=top_targets, source=folder.reader())
+        stage.detail("HTML and PDF")
+        write_report(folder.staging)
+        logger.info("report written in %.1f s", time.perf_counter() - started)
+    display.close()
 
 
 def write_report(run_dir: str | os.PathLike, top_attributes: int = 8) -> tuple[Path, Path]:
