@@ -35,6 +35,7 @@ import dask.config
 import psutil
 from distributed import Client, LocalCluster, Security
 from distributed import performance_report as dask_performance_report
+from distributed.client import AllExit
 from distributed.core import Status
 
 from .profile import GenericSettings, LocalSettings, Profile, ProfileError, RemoteSettings, load_profile
@@ -455,6 +456,7 @@ def open_cluster(
     closing = _Closing()
     with ExitStack() as stack:
         stack.enter_context(dask.config.set(_dask_config_overrides(profile.dask)))
+        stack.enter_context(_unretrieved_gather_waits_dropped())
         settings = profile.cluster
         # An interrupt while processes start is acted on once they have started and can be stopped:
         # raised inside LocalCluster(), it left a half-made cluster that printed tracebacks at exit.
@@ -527,6 +529,28 @@ class _Closing:
 
 
 _SILENT = logging.CRITICAL + 1
+
+
+class _DropGatherWaitExits(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" records for ``distributed.client.AllExit``.
+
+    ``Client.gather`` waits on each future in a task of its own; when the futures are released at once (an
+    interrupt, an error in another task) those tasks end with ``AllExit`` and nobody retrieves it, so the
+    event loop logs a traceback that says nothing about the job, sometimes before the interrupt is handled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], AllExit))
+
+
+@contextmanager
+def _unretrieved_gather_waits_dropped() -> Iterator[None]:
+    """``_DropGatherWaitExits`` on the ``asyncio`` logger for the session's lifetime."""
+    log, drop = logging.getLogger("asyncio"), _DropGatherWaitExits()
+    log.addFilter(drop)
+    try:
+        yield
+    finally:
+        log.removeFilter(drop)
 
 
 def _silence_distributed() -> None:
