@@ -8,6 +8,7 @@ does not grow with the table, and a killed run resumes from the files (``segment
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import dask
@@ -100,12 +101,47 @@ def save_array(array: np.ndarray, path: str, storage_options: dict, rows: np.nda
 
 
 def load_arrays(paths: list[str], storage_options: dict) -> np.ndarray:
-    """The ``.npy`` files at ``paths``, concatenated by rows."""
-    arrays = []
-    for path in paths:
-        with fsspec.open(path, "rb", **storage_options) as handle:
-            arrays.append(np.load(handle, allow_pickle=False))
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    """The ``.npy`` files at ``paths`` (same dtype and columns, C order), concatenated by rows.
+
+    Each file's data is read straight into its rows of the one result: ``np.load`` of an fsspec file
+    reads in 256 KB pieces and ``np.concatenate`` copies again, 4.7x slower at the real size (0.63 s vs
+    0.13 s a pass over 1 GB of coordinates, one core), and every k-means iteration is such a pass.
+    """
+    with ExitStack() as stack:
+        handles = [stack.enter_context(fsspec.open(path, "rb", **storage_options)) for path in paths]
+        headers = [_npy_header(handle, path) for handle, path in zip(handles, paths, strict=True)]
+        (_, columns, dtype), rows = headers[0], [shape[0] for shape, _, _ in headers]
+        out = np.empty((sum(rows), *columns), dtype=dtype)
+        start = 0
+        for handle, path, (shape, _, file_dtype), n in zip(handles, paths, headers, rows, strict=True):
+            if shape[1:] != columns or file_dtype != dtype:
+                raise ValueError(f"{path}: {file_dtype}{shape}, not {dtype}(n, {columns}) like {paths[0]}")
+            if n:  # a block whose rows were all set aside holds none
+                _read_into(handle, memoryview(out[start : start + n]).cast("B"), path)
+            start += n
+    return out
+
+
+def _npy_header(handle, path: str) -> tuple[tuple, tuple, np.dtype]:
+    """(shape, shape without rows, dtype) from an ``.npy`` file's header; the handle is left at its data."""
+    version = np.lib.format.read_magic(handle)
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    if version not in read:
+        raise ValueError(f"{path}: .npy format version {version} is not read here")
+    shape, fortran_order, dtype = read[version](handle)
+    if fortran_order or dtype.hasobject or len(shape) < 1:
+        raise ValueError(f"{path}: not a C-ordered numeric array")
+    return shape, shape[1:], dtype
+
+
+def _read_into(handle, buffer: memoryview, path: str) -> None:
+    """Fill ``buffer`` from ``handle`` (``readinto`` may return less than asked, e.g. from object storage)."""
+    done = 0
+    while done < len(buffer):
+        n = handle.readinto(buffer[done:])
+        if not n:
+            raise ValueError(f"{path}: ends {len(buffer) - done} bytes early")
+        done += n
 
 
 def gather_rows(client, pieces: list, counts: list[int], n_columns: int) -> np.ndarray:

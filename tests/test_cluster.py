@@ -20,7 +20,7 @@ from segmentation.cluster import (
     sum_of_squared_distances,
 )
 from segmentation.segmenters import make_segmenter
-from segmentation.segmenters.base import min_squared_distances, statistics_over
+from segmentation.segmenters.base import lloyd, lloyd_block, min_squared_distances, statistics_over
 
 
 def unknown_chunks(X: da.Array) -> da.Array:
@@ -329,6 +329,48 @@ def test_min_squared_distances_match_brute_force():
     expected = brute_force_distances(rows, centres).min(axis=1)
     np.testing.assert_allclose(min_squared_distances(rows, centres), expected, rtol=1e-9, atol=1e-9)
     assert min_squared_distances(rows[:0], centres).shape == (0,)
+
+
+def test_lloyd_takes_scikit_learns_steps_and_returns_the_sse_of_the_centres_it_returns(blobs, blocked_blobs):
+    """From the same start, each pass moves the centres as one iteration of scikit-learn's Lloyd; the SSE
+    returned is the exact SSE of the centres returned (no extra pass), and a converged run keeps them."""
+    X = blobs.astype(np.float64)
+    start = X[[0, 1, 2, 3, 4, 5]]
+    for passes in (1, 2, 5):  # max_iter passes measure max_iter centres: the start and passes - 1 moves
+        centres, n_passes, sse = lloyd(blocked_blobs, start, max_iter=passes, tolerance=0.0)
+        assert n_passes == passes
+        if passes > 1:
+            reference = KMeans(6, init=start, n_init=1, max_iter=passes - 1, tol=0.0, algorithm="lloyd").fit(
+                X
+            )
+            # scikit-learn moves the centres max_iter times, then relabels: the centres of its last move
+            np.testing.assert_allclose(centres, reference.cluster_centers_, rtol=1e-6, atol=1e-6)
+        assert sse == pytest.approx(brute_force_distances(X, centres).min(axis=1).sum(), rel=1e-9)
+    converged, n_passes, sse = lloyd(
+        blocked_blobs, start, max_iter=300, tolerance=1e-4 * X.var(axis=0).mean()
+    )
+    reference = KMeans(6, init=start, n_init=1, max_iter=300, tol=1e-4, algorithm="lloyd").fit(X)
+    assert n_passes < 300
+    assert sse == pytest.approx(reference.inertia_, rel=1e-4)
+    np.testing.assert_allclose(converged, reference.cluster_centers_, atol=0.05)
+
+
+def test_lloyd_block_sums_counts_and_sse_by_brute_force_and_lloyd_keeps_an_empty_centre(small):
+    rows, centres = small
+    sums, counts, sse = lloyd_block(np.vstack([rows] * 3), centres)  # several STATISTICS_ROWS chunks
+    distances = brute_force_distances(rows, centres)
+    labels = distances.argmin(axis=1)
+    for c in range(len(centres)):
+        np.testing.assert_allclose(sums[c], 3 * rows[labels == c].astype(np.float64).sum(axis=0), rtol=1e-9)
+        assert counts[c] == 3 * (labels == c).sum()
+    assert sse[0] == pytest.approx(3 * distances.min(axis=1).sum(), rel=1e-9)
+    far = np.vstack([centres, np.full((1, rows.shape[1]), 1e3)])  # no row is nearest to it
+    moved, _, _ = lloyd(da.from_array(rows, chunks=100), far, max_iter=2, tolerance=0.0)
+    np.testing.assert_array_equal(moved[-1], far[-1])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        lloyd(
+            da.from_array(np.where(np.arange(700)[:, None] == 5, np.nan, rows), chunks=100), centres, 5, 0.0
+        )
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "minibatch", "bisecting"])

@@ -58,3 +58,48 @@ def test_gather_rows_puts_every_piece_in_its_place():
 
             gathered = gather_rows(client, [dask.delayed(p.copy)() for p in pieces], [3, 1, 4], 2)
     np.testing.assert_array_equal(gathered, np.concatenate(pieces))
+
+
+def test_load_arrays_fills_from_short_reads_and_refuses_files_that_do_not_match(
+    written, tmp_path, monkeypatch
+):
+    """Object storage may hand back fewer bytes than asked; files of other columns or dtype are refused
+    by name, and a truncated file too."""
+    import io
+
+    import fsspec
+
+    from segmentation import scratch
+
+    class Trickle(io.BytesIO):
+        def readinto(self, buffer):
+            return super().readinto(memoryview(buffer)[:5])  # at most 5 bytes a call
+
+    opened = fsspec.open
+
+    class TrickleOpen:
+        def __init__(self, path, mode, **options):
+            self.path = path
+
+        def __enter__(self):
+            with opened(self.path, "rb") as handle:
+                return Trickle(handle.read())
+
+        def __exit__(self, *exc):
+            return False
+
+    coordinates, expected = written
+    monkeypatch.setattr(scratch.fsspec, "open", TrickleOpen)
+    np.testing.assert_array_equal(load_arrays(coordinates.paths, {}), expected)
+    monkeypatch.undo()
+    other = str(tmp_path / "other.npy")
+    np.save(other, np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="other.npy"):
+        load_arrays([coordinates.paths[0], other], {})
+    truncated = str(tmp_path / "truncated.npy")
+    with open(coordinates.paths[0], "rb") as handle:
+        data = handle.read()
+    with open(truncated, "wb") as handle:
+        handle.write(data[:-4])
+    with pytest.raises(ValueError, match="truncated.npy: ends 4 bytes early"):
+        load_arrays([truncated], {})

@@ -300,6 +300,55 @@ def min_squared_distances(rows: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.maximum(nearest, 0.0)
 
 
+def lloyd_block(block: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block's share of a Lloyd iteration against ``centres``: (sums of its rows per nearest centre
+    (k, n_features), rows per centre (k,), [sum of squared distances to the nearest centre]), float64.
+    Rows are made float64 ``STATISTICS_ROWS`` at a time, as in :func:`min_squared_distances`; the sums
+    per centre are one matrix product with the rows' one-hot labels."""
+    centres = np.asarray(centres, dtype=np.float64)
+    k = len(centres)
+    centre_norms, across = np.einsum("ij,ij->i", centres, centres), -2.0 * centres.T
+    sums, counts, sse = np.zeros(centres.shape), np.zeros(k), 0.0
+    for start in range(0, len(block), STATISTICS_ROWS):
+        chunk = np.asarray(block[start : start + STATISTICS_ROWS], dtype=np.float64)
+        squared = chunk @ across
+        squared += centre_norms
+        labels = squared.argmin(axis=1)
+        at = np.arange(len(chunk))
+        sse += np.maximum(squared[at, labels] + np.einsum("ij,ij->i", chunk, chunk), 0.0).sum()
+        onehot = np.zeros((len(chunk), k))
+        onehot[at, labels] = 1.0
+        sums += onehot.T @ chunk
+        counts += onehot.sum(axis=0)
+    return sums, counts, np.array([sse])
+
+
+def lloyd(X: da.Array, centres: np.ndarray, max_iter: int, tolerance: float) -> tuple[np.ndarray, int, float]:
+    """Lloyd's k-means over the blocks of ``X`` from ``centres``: (centres, passes, their SSE).
+
+    Each pass measures every row against the current centres and sums the rows per nearest centre
+    (:func:`lloyd_block`, added up in a tree); the loop stops when the squared shift of the centres is at
+    most ``tolerance`` (scikit-learn's rule), or after ``max_iter`` passes. The centres returned are the
+    last ones measured, so their SSE and labels come from the same pass and no pass is spent on the SSE
+    (scikit-learn's Lloyd moves them once more, then recomputes labels and inertia: one more pass over the
+    data). A centre that loses all its rows stays where it was. NaN or infinite rows raise ``ValueError``.
+    """
+    blocks = without_empty_blocks(with_known_row_chunks(as_row_blocked(X))).to_delayed().ravel()
+    centres, passes = np.asarray(centres, dtype=np.float64), 0
+    while True:
+        passes += 1
+        shared = dask.delayed(centres, traverse=False)
+        sums, counts, sse = block_sums([dask.delayed(lloyd_block)(b, shared) for b in blocks], add_up)
+        if not np.isfinite(sse).all():
+            raise ValueError("X contains NaN or infinite values")
+        moved = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centres)
+        shift = float(np.sum((moved - centres) ** 2))
+        logger.debug("Lloyd pass %d: SSE %.6g, squared centre shift %.3g", passes, sse[0], shift)
+        if shift <= tolerance or passes >= max_iter:
+            return centres, passes, float(sse[0])
+        centres = moved
+
+
 def block_sse(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Sum of squared distances of one block's rows to their nearest centre, as a 1-element array."""
     if len(X) == 0:

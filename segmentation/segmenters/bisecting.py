@@ -30,7 +30,6 @@ from sklearn.base import clone
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted
 
-from .. import _daskml
 from .._estimators import as_row_blocked, log_duration, map_in_threads, validated, with_known_row_chunks
 from .base import (
     Segmenter,
@@ -40,13 +39,13 @@ from .base import (
     check_number,
     check_random_state,
     check_sample,
+    lloyd,
     mean_variance,
     nearest_centre,
     register,
     row_sample,
     seeds,
     subsample,
-    sum_of_squared_distances,
     without_empty_blocks,
 )
 
@@ -244,11 +243,7 @@ class BisectingKMeansSegmenter(Segmenter):
         self.n_features_in_ = n_features
         if self.refine:
             with log_duration(logger, f"{name}: refinement of the leaves"):
-                centres, n_iter = _daskml.lloyd_kmeans(
-                    X, self.n_clusters, init=self.cluster_centers_, oversampling_factor=2.0,
-                    init_max_iter=None, max_iter=self.max_iter, tol=tolerance, random_state=seed, n_init=1,
-                )  # fmt: skip
-                self._set_refined(centres, sum_of_squared_distances(X, centres), n_iter)
+                self._set_refined(*lloyd(X, self.cluster_centers_, self.max_iter, tolerance))
         logger.info("%s: SSE %.6g, %d Lloyd pass(es)", name, self.sse_, self.n_iter_)
         return self
 
@@ -264,7 +259,7 @@ class BisectingKMeansSegmenter(Segmenter):
         self.refine_passes_ = 0
         self.n_iter_ = sum(self.split_passes_)
 
-    def _set_refined(self, centres: np.ndarray, sse: float, passes: int) -> None:
+    def _set_refined(self, centres: np.ndarray, passes: int, sse: float) -> None:
         self.cluster_centers_ = np.asarray(centres, dtype=np.float64)
         self.sse_ = float(sse)
         self.refine_passes_ = int(passes)
@@ -300,11 +295,11 @@ class BisectingKMeansSegmenter(Segmenter):
 
     def _refined_in_memory(self, cut: BisectingKMeansSegmenter, rows: np.ndarray) -> BisectingKMeansSegmenter:
         """``cut`` with its leaves refined by scikit-learn's Lloyd k-means on ``rows``."""
-        lloyd = KMeans(
+        refined = KMeans(
             cut.n_clusters, init=cut.cluster_centers_, n_init=1, max_iter=self.max_iter, tol=self.tol
         )
-        lloyd.fit(rows)
-        cut.set_params(refine=True)._set_refined(lloyd.cluster_centers_, lloyd.inertia_, lloyd.n_iter_)
+        refined.fit(rows)
+        cut.set_params(refine=True)._set_refined(refined.cluster_centers_, refined.n_iter_, refined.inertia_)
         return cut
 
     def _two_means(
