@@ -66,3 +66,16 @@ def test_only_the_seam_imports_dask_ml():
             if any(name.split(".")[0] == "dask_ml" for name in names):
                 importers.append(path.name)
     assert set(importers) == {"_daskml.py"}
+
+
+def test_the_default_job_does_not_import_dask_ml():
+    """Half a second in the client and in every worker, for what only minibatch, k-means|| seeding and the
+    incremental PCA use."""
+    import subprocess
+    import sys
+
+    code = "import sys, segmentation.job, segmentation.cli; print('dask_ml' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        == "False\n"
+    )
