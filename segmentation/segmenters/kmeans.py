@@ -74,8 +74,9 @@ class KMeansSegmenter(Segmenter):
       the best, lifted back to every feature, is polished on the whole sample, and its centres seed one
       refinement over all rows, so restarts cost nothing on the full data.
     - ``"k-means||"``: dask-ml's scalable k-means++ over all rows, ``n_init`` times, each refined and compared
-      by SSE (one shared pass). dask-ml's ``oversampling_factor`` is absolute (expected candidates per round)
-      and its default of 2 often leaves fewer candidates than clusters; ours is relative
+      by SSE (Lloyd's last pass measures it; after minibatch, one shared pass). dask-ml's
+      ``oversampling_factor`` is absolute (expected candidates per round) and its default of 2 often leaves
+      fewer candidates than clusters; ours is relative
       (``oversampling_factor * n_clusters`` per round, the paper's ~2k), and ``init_rounds`` replaces its
       ``log(initial cost)`` rounds (10-20, two passes each).
 
