@@ -65,7 +65,7 @@ def test_laptop_lowmem_sets_memory_thresholds():
     profile = load_profile(PROFILES / "laptop-lowmem.yml")
     assert profile.cluster.memory_limit == "1GiB"
     memory = profile.dask["distributed"]["worker"]["memory"]
-    assert memory == {"target": 0.5, "spill": 0.6, "pause": 0.8, "terminate": 0.95}
+    assert memory == {"target": 0.5, "spill": False, "pause": 0.8, "terminate": 0.95}
 
 
 BAD_PROFILES = [

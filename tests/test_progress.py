@@ -88,7 +88,9 @@ def test_on_a_terminal_each_stage_shows_a_bar_with_the_share_of_its_tasks_done(s
     for stage in STAGES:
         assert (stage, 100) in shown, stage
     in_between = {stage for stage, share in shown if 0 < share < 100}
-    assert {"read", "cluster"} <= in_between, sorted(shown)
+    # The read stage has the most tasks and is caught mid-way by the 5-a-second redraws; on 3,000 rows each
+    # Lloyd pass of the cluster stage is a few tasks done within one redraw (caught in 2 runs of 3).
+    assert "read" in in_between, sorted(shown)
     assert re.search(r"\bcluster +━+ 100% \d+:\d\d:\d\d k=\d+", text)  # name, bar, share, elapsed time
     # The elbow fits every k on the in-memory sample in threads, quicker than the display redraws: some of
     # its details are shown, not necessarily each k's.
