@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dask
@@ -31,7 +31,6 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from dask.bytes import read_bytes
 from fsspec.core import url_to_fs
 from fsspec.utils import read_block
 
@@ -78,12 +77,18 @@ class Table:
     frame: dd.DataFrame
     invalid_counts: dd.Series
     extra_columns: list[str] = field(default_factory=list)
-    # Per partition: (source file, Delayed raw partition of the schema's columns), for ``code_partition``.
+    # Per partition: (source file, Delayed ``CsvBlocks`` or ``ParquetRowGroups`` of the file, selecting the
+    # schema's columns, and the partition's number in it), for the read pass to read it in its own task.
     parts: list = field(default_factory=list)
     validate: bool = True
     strict: bool = False
     # Columns of the file that the schema does not know: read past, listed in run.json.
     ignored_columns: list[str] = field(default_factory=list)
+
+    def read_part(self, i: int) -> pa.Table:
+        """Partition ``i`` as parsed, of the schema's columns, read now in this process."""
+        _, parts, number = self.parts[i]
+        return parts.compute(scheduler="sync").read(number)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -108,11 +113,6 @@ def _lines_before(path: str, offset: int, storage_options: dict) -> int:
         return 0
     with fsspec.open(path, "rb", **storage_options) as f:
         return read_block(f, 0, offset, b"\n").count(b"\n")
-
-
-def _block_offset(block) -> int:
-    """The byte offset a ``dask.bytes.read_bytes`` block was cut at (kept in its key, ``read-block-O-...``)."""
-    return int(str(block.key).split("-")[2])
 
 
 def _malformed_row(error: str, block: bytes, names: list[str], sep: str, first: bool, invalid_row) -> tuple:
@@ -266,28 +266,87 @@ def duplicate_id_locations(
     return f"{file_a}, {kind_a} {at_a} and {file_b}, {kind_b} {at_b}"
 
 
+@dataclass(frozen=True)
+class CsvBlocks:
+    """A CSV file's byte blocks, each read and parsed to an Arrow table by ``read(i)`` inside one task (so a
+    block's bytes and its parsed table live only in the task that codes it). ``spans``: (byte offset,
+    length) per block, cut at line ends as ``dask.bytes.read_bytes`` cuts; length None reads the whole
+    (compressed) file. ``columns``: the columns kept, in order (all of the file's when None)."""
+
+    path: str
+    names: list[str]
+    dtypes: dict[str, str]
+    sep: str
+    storage_options: dict
+    spans: list[tuple[int, int | None]]
+    columns: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def read(self, i: int) -> pa.Table:
+        offset, length = self.spans[i]
+        with fsspec.open(self.path, "rb", compression="infer", **self.storage_options) as handle:
+            block = handle.read() if length is None else read_block(handle, offset, length, b"\n")
+        where = (self.path, offset, self.storage_options)
+        table = _parse_block(block, (self.names, self.dtypes), self.sep, i == 0, where)
+        return table if self.columns is None else table.select(self.columns)
+
+
+@dataclass(frozen=True)
+class ParquetRowGroups:
+    """A Parquet file's (or folder's) row groups, each read by ``read(i)`` inside one task; ``pieces`` are
+    (file, row group, the file as the user named it), ``columns`` as for ``CsvBlocks``."""
+
+    fs: fsspec.AbstractFileSystem
+    pieces: list[tuple[str, int, str]]
+    columns: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def read(self, i: int) -> pa.Table:
+        table = _read_row_group(self.pieces[i], self.fs)
+        return table if self.columns is None else table.select(self.columns)
+
+
+def _byte_spans(size: int, blocksize: int) -> list[tuple[int, int]]:
+    """(offset, length) of each block of a ``size``-byte file, as ``dask.bytes.read_bytes`` places them
+    (blocks of 1-2x ``blocksize``, spare bytes spread; none for an empty file)."""
+    if size == 0:
+        return []
+    step = size / (size // blocksize) if size % blocksize and size > blocksize else blocksize
+    offsets, place = [0], 0.0
+    while size - place > step * 2 - 1:
+        place += step
+        offsets.append(int(place))
+    return [(o, e - o) for o, e in zip(offsets, offsets[1:] + [size], strict=True)]
+
+
+def _read_part(parts: CsvBlocks | ParquetRowGroups, i: int) -> pd.DataFrame:
+    return parts.read(i).to_pandas()
+
+
 def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str):
     names = table_columns(path, schema, table, storage_options, sep)
     leading_index = names[0] in _UNNAMED
     if leading_index:
         names = ["__index__"] + names[1:]
     dtypes = _csv_dtypes(schema, names)
-    if str(path).endswith((".gz", ".bz2", ".xz", ".zip")):
-        blocksize = None  # compressed files cannot be split
-    _, blocks = read_bytes(
-        path, delimiter=b"\n", blocksize=blocksize, sample=False, compression="infer", **storage_options
-    )
-    file_blocks = blocks[0]
+    if blocksize is None or str(path).endswith((".gz", ".bz2", ".xz", ".zip")):
+        spans = [(0, None)]  # compressed files cannot be split
+    else:
+        fs, local = url_to_fs(path, **storage_options)
+        spans = _byte_spans(fs.size(local), int(blocksize))
+    blocks = CsvBlocks(str(path), names, dtypes, sep, storage_options, spans)
     empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
-    layout = dask.delayed((names, dtypes), traverse=False)
-    parsed = [
-        dask.delayed(_parse_block)(b, layout, sep, i == 0, (path, _block_offset(b), storage_options))
-        for i, b in enumerate(file_blocks)
-    ]
-    raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
+    shared = dask.delayed(blocks, traverse=False)
+    raw = dd.from_delayed(
+        [dask.delayed(_read_part)(shared, i) for i in range(len(blocks))], meta=empty, verify_meta=False
+    )
     if leading_index:
         raw = raw.drop(columns="__index__")
-    return raw, parsed
+    return raw, blocks
 
 
 @contextmanager
@@ -316,8 +375,8 @@ def _read_row_group(piece: tuple[str, int, str], fs: fsspec.AbstractFileSystem) 
 
 
 def _read_parquet(path: str, storage_options: dict):
-    """A Parquet file or folder as one task per row group (as ``_read_csv`` does per block), each parsed to a
-    ``pyarrow.Table`` that the job's own pass reads directly. Only the footers are read here."""
+    """A Parquet file or folder as one task per row group (as ``_read_csv`` does per block). Only the
+    footers are read here."""
     fs, local = url_to_fs(path, **storage_options)
     dataset = pads.dataset(local, format="parquet", filesystem=fs)
     folder = fs.isdir(local)
@@ -326,10 +385,14 @@ def _read_parquet(path: str, storage_options: dict):
         for f in dataset.get_fragments()
         for g in f.row_groups
     ]
-    empty = _to_pandas(dataset.schema.empty_table())
-    parsed = [dask.delayed(_read_row_group)(piece, fs) for piece in pieces]
-    raw = dd.from_delayed([dask.delayed(_to_pandas)(p) for p in parsed], meta=empty, verify_meta=False)
-    return raw, parsed
+    groups = ParquetRowGroups(fs, pieces)
+    shared = dask.delayed(groups, traverse=False)
+    raw = dd.from_delayed(
+        [dask.delayed(_read_part)(shared, i) for i in range(len(groups))],
+        meta=dataset.schema.empty_table().to_pandas(),
+        verify_meta=False,
+    )
+    return raw, groups
 
 
 def read_table(
@@ -372,7 +435,8 @@ def read_table(
     frames, invalids, parts = [], [], []
     for file, raw, parsed in raws:
         raw = raw[columns]
-        parts += [(file, dask.delayed(_select)(p, columns)) for p in parsed]
+        selected = dask.delayed(replace(parsed, columns=columns), traverse=False)
+        parts += [(file, selected, i) for i in range(len(parsed))]
         if not validate:
             meta = empty_typed_frame(schema, columns)
             frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
@@ -397,14 +461,6 @@ def read_table(
     invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
     extras = [c for c in columns if schema[c].kind == "extra"]
     return Table(table, paths, frame, invalid, extras, parts, validate, strict, ignored)
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()
-
-
-def _select(raw: pa.Table | pd.DataFrame, columns: list[str]) -> pa.Table | pd.DataFrame:
-    return raw.select(columns) if isinstance(raw, pa.Table) else raw[columns]
 
 
 def code_partition(
@@ -708,12 +764,11 @@ class FirstPass:
         return cls(pd.Series(payload["missing"], dtype="int64"), payload["invalid"], payload["duplicate_ids"])
 
 
-def _code_and_save(
-    raw: pd.DataFrame, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict
-):
-    """Raw partition -> coded block saved at ``path``; returns ((missing counts, invalid counts), row ids).
-    ``checks`` is (strict, validate) of the table."""
-    block, invalid = code_partition(raw, codebook, source, *checks)
+def _code_and_save(part: tuple, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict):
+    """Partition ``part`` (its file's blocks and its number) read, parsed, coded and saved at ``path``, in
+    one task; returns ((missing counts, invalid counts), row ids). ``checks`` is (strict, validate)."""
+    parts, i = part
+    block, invalid = code_partition(parts.read(i), codebook, source, *checks)
     save_block(block, path, storage)
     return (codebook.missing_counts(block), invalid), block.ids
 
@@ -751,8 +806,8 @@ def code_tables(
         paths = block_paths(scratch_folder(work, name, storage_options), len(table.parts))
         checks = (table.strict, table.validate)
         parts = [
-            dask.delayed(_code_and_save, nout=2)(raw, shared, source, checks, path, storage_options)
-            for (source, raw), path in zip(table.parts, paths, strict=True)
+            dask.delayed(_code_and_save, nout=2)((parts, i), shared, source, checks, path, storage_options)
+            for (source, parts, i), path in zip(table.parts, paths, strict=True)
         ]
         buckets = max(1, len(parts) // BLOCKS_PER_ID_BUCKET)
         split = [dask.delayed(_split_ids)(ids, buckets, i) for i, (_, ids) in enumerate(parts)]

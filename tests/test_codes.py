@@ -3,7 +3,6 @@
 import tempfile
 from pathlib import Path
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,7 +108,7 @@ def _coded(text: str):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "t.csv"
         path.write_text(text)
-        (raw,) = dask.compute(read_table(path, schema, blocksize=None).parts[0][1], scheduler="sync")
+        raw = read_table(path, schema, blocksize=None).read_part(0)
         codebook = Codebook(schema)
         block, invalid = code_partition(raw, codebook, str(path))
     return codebook, block, invalid

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -79,7 +78,7 @@ def test_features_are_finite_with_the_declared_width(run, nordwind):
     assert {"KUNDE_SEIT", "LEBENSSTIL_STUFE", "HAT_KARTE", "REGION=W"} <= set(declared)
     # the saved model applied in-process to Nordwind's file: finite features of that width for every kept row
     table = read_table(nordwind.population, schema, "population", blocksize=None)
-    (raw,) = dask.compute(table.parts[0][1], scheduler="sync")
+    raw = table.read_part(0)
     block, invalid = code_partition(raw, model.codebook, str(nordwind.population))
     aside, features = model.standardize_block(block)
     assert invalid.sum() == 0 and len(block) == POPULATION
