@@ -19,7 +19,9 @@ def _requirements(entries: list[str]) -> dict[str, SpecifierSet]:
 
 
 def _all_requirements() -> dict[str, SpecifierSet]:
-    entries = PROJECT["dependencies"] + [r for extra in PROJECT["optional-dependencies"].values() for r in extra]
+    entries = PROJECT["dependencies"] + [
+        r for extra in PROJECT["optional-dependencies"].values() for r in extra
+    ]
     return _requirements(entries)
 
 
@@ -48,7 +50,9 @@ def test_every_lock_pin_lies_inside_its_range():
             pins[canonicalize_name(match[1])] = match[2]
     for name, specifier in _all_requirements().items():
         assert name in pins, f"{name} is missing from requirements.lock (run `make lock`)"
-        assert specifier.contains(pins[name], prereleases=True), f"lock pins {name}=={pins[name]} outside {specifier}"
+        assert specifier.contains(pins[name], prereleases=True), (
+            f"lock pins {name}=={pins[name]} outside {specifier}"
+        )
 
 
 def test_console_script_is_declared():

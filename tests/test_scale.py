@@ -85,7 +85,9 @@ def test_histograms_merge_across_partitions_with_missing(other_schema):
 @pytest.mark.parametrize("route", ["encoder", "schema"])
 def test_fit_on_encoded_frame_equals_fit_from_histograms(other_schema, route):
     frame = recoded(other_schema)
-    encoder = Encoder(other_schema, ["INCOME", "REGION", "URBAN", "AGE", "LIFESTAGE", "SCORE", "SIGNUP"]).fit()
+    encoder = Encoder(
+        other_schema, ["INCOME", "REGION", "URBAN", "AGE", "LIFESTAGE", "SCORE", "SIGNUP"]
+    ).fit()
     from_histograms = ImputeScaler(encoder).fit_histograms(value_histograms(frame, encoder.columns))
     scaler = ImputeScaler(encoder) if route == "encoder" else ImputeScaler(schema=other_schema)
     from_encoded = scaler.fit(encoder.transform(frame))

@@ -124,7 +124,9 @@ def test_bisecting_sse_within_two_percent_of_scikit_learn(blobs, k, refine):
         as_split.fit(blocked(blobs), sample=blobs[::2])
         assert ours.tree_ == as_split.tree_ and ours.refine_passes_ >= 1
         assert ours.sse_ <= as_split.sse_ * (1 + 1e-9)
-        np.testing.assert_array_equal(labels, np.square(blobs[:, None] - ours.centres_).sum(axis=2).argmin(axis=1))
+        np.testing.assert_array_equal(
+            labels, np.square(blobs[:, None] - ours.centres_).sum(axis=2).argmin(axis=1)
+        )
 
 
 @pytest.mark.parametrize(
