@@ -7,6 +7,7 @@ import pytest
 
 from segmentation.io import (
     InputError,
+    _byte_spans,
     _csv_dtypes,
     ingest,
     normalize_partition,
@@ -17,6 +18,27 @@ from segmentation.schema import load_schema
 from segmentation.synth import generate
 
 from .conftest import other_vendor_frame
+
+
+@pytest.mark.parametrize("size", [0, 1, 999, 1000, 1001, 1999, 2000, 2001, 16_384, 99_999])
+@pytest.mark.parametrize("blocksize", [1000, 4096])
+def test_blocks_are_placed_as_dask_places_them(tmp_path, size, blocksize):
+    """The read pass reads its own blocks (one task each); they start where dask.bytes.read_bytes starts them,
+    and, cut at line ends, hold every line exactly once."""
+    from dask.bytes import read_bytes
+    from fsspec.utils import read_block
+
+    path = tmp_path / "t.csv"
+    line = b"123;45\n"
+    content = (line * (size // len(line) + 1))[:size]
+    path.write_bytes(content)
+    _, (blocks,) = read_bytes(str(path), delimiter=b"\n", blocksize=blocksize, sample=False)
+    offsets = [int(str(b.key).split("-")[2]) for b in blocks]
+    spans = _byte_spans(size, blocksize)
+    assert [o for o, _ in spans] == offsets
+    assert sum(length for _, length in spans) == size
+    with path.open("rb") as handle:
+        assert b"".join(read_block(handle, o, length, b"\n") for o, length in spans) == content
 
 
 @pytest.fixture(autouse=True)
