@@ -568,35 +568,52 @@ def _string_buffers(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return data, offsets, bits, chunk.offset
 
 
-def _numbers_from_text(raw: pa.Table, columns: list[str], schema: Schema) -> tuple[dict, dict[str, int]]:
-    """Those of ``columns`` that ``raw`` holds as text, as float64 arrays (missing: NaN), and per such
-    column the count of invalid cells: present, not a number and not a declared text unknown code
-    (``unbekannt``), all of which become missing, as ``_classify`` reads them.
+def _text_numbers(text: pa.Array | pa.ChunkedArray, unknown: Iterable[str] = ()) -> tuple[np.ndarray, int]:
+    """A text column as float64 numbers (missing, or not a number: NaN), and how many of its cells are
+    invalid: present, not a number and not one of the ``unknown`` codes (``unbekannt``).
 
-    Whole numbers (nearly every cell) are parsed by a compiled loop over the Arrow buffers, chunk by chunk;
-    the few other cells (``1e0``, ``1.5``, sentinels) are read one by one in Python, each distinct word
-    once per column (Arrow compute calls on them cost ~0.1 ms a column, a regex over every cell 0.45 s per
-    16 MB block)."""
+    Whole numbers (nearly every cell) are parsed by a compiled loop over the Arrow buffers; the few other
+    cells (``1e0``, ``1.5``, sentinels) are read one by one in Python, each distinct word once (Arrow
+    compute calls on them cost ~0.1 ms a column, a regex over every cell 0.45 s per 16 MB block)."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()  # one compiled call
+    out = np.empty(len(text))
+    other = np.empty(len(text), dtype=np.int64)
+    unknown = set(unknown)
+    seen: dict[str, tuple[float, bool]] = {}
+    bad = 0
+    data, offsets, bits, first_bit = _string_buffers(text)
+    for i in other[: _parse_whole_numbers(data, offsets, bits, first_bit, out, other)]:
+        word = bytes(data[offsets[i] : offsets[i + 1]]).decode("utf-8", "replace").strip()
+        if word not in seen:
+            number = _NUMBER.fullmatch(word) is not None
+            seen[word] = (float(word) if number else np.nan, not number and word not in unknown)
+        out[i], wrong = seen[word]
+        bad += wrong
+    return out, bad
+
+
+def _numbers_from_text(raw: pa.Table, columns: list[str], schema: Schema) -> tuple[dict, dict[str, int]]:
+    """Those of ``columns`` that ``raw`` holds as text, as float64 arrays (``_text_numbers``), and per such
+    column the count of invalid cells, all of which become missing, as ``_classify`` reads them."""
     numbers, invalid = {}, {}
     for column in columns:
         text = raw.column(column)
-        if not pa.types.is_string(text.type):
-            continue
-        out = np.empty(len(text))
-        other = np.empty(len(text), dtype=np.int64)
-        unknown = set(schema[column].text_unknown_codes)
-        seen: dict[str, tuple[float, bool]] = {}
-        bad = 0
-        data, offsets, bits, first_bit = _string_buffers(text.combine_chunks())  # one compiled call
-        for i in other[: _parse_whole_numbers(data, offsets, bits, first_bit, out, other)]:
-            word = bytes(data[offsets[i] : offsets[i + 1]]).decode("utf-8", "replace").strip()
-            if word not in seen:
-                number = _NUMBER.fullmatch(word) is not None
-                seen[word] = (float(word) if number else np.nan, not number and word not in unknown)
-            out[i], wrong = seen[word]
-            bad += wrong
-        numbers[column], invalid[column] = out, bad
+        if pa.types.is_string(text.type):
+            numbers[column], invalid[column] = _text_numbers(text, schema[column].text_unknown_codes)
     return numbers, invalid
+
+
+def _to_numbers(raw: pd.Series) -> np.ndarray:
+    """A raw column as float64 numbers, NaN where missing or not a number (``pd.to_numeric(errors="coerce")``
+    of its text): text through the compiled ``_text_numbers`` (to_numeric took 1.5 s of the 2.0 s a block of
+    a layout with quoted codes cost in ``normalize_partition``), anything else through pandas."""
+    if pd.api.types.is_numeric_dtype(raw.dtype):
+        return raw.to_numpy(dtype="float64", na_value=np.nan)
+    try:
+        return _text_numbers(pa.array(raw.to_numpy(dtype=object), type=pa.string(), from_pandas=True))[0]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # not all text (numbers among strings, say)
+        return pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _restore_dtypes(frame: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
@@ -618,12 +635,7 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
         parsed = parsed.where(parsed.between(pd.Timestamp.min, pd.Timestamp.max))
         return parsed.astype("datetime64[ns]"), present & parsed.isna() & ~_unstored_unknowns(raw, attribute)
     if attribute.integer_coded:
-        if pd.api.types.is_numeric_dtype(raw.dtype):
-            numbers = raw.to_numpy(dtype="float64", na_value=np.nan)
-        else:
-            numbers = pd.to_numeric(raw.astype(object), errors="coerce").to_numpy(
-                dtype="float64", na_value=np.nan
-            )
+        numbers = _to_numbers(raw)
         present_numbers = ~np.isnan(numbers)
         if attribute.kind in ("id", "numeric"):
             valid = present_numbers & (

@@ -4,6 +4,8 @@ import dask
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from segmentation.io import (
     InputError,
@@ -377,3 +379,15 @@ def test_repeated_ids_found_by_buckets_equal_those_of_all_ids_at_once(buckets, s
     rows = np.flatnonzero(every == value)[:2]
     blocks_of = np.searchsorted(ends, rows, "right")
     assert where == [(int(b), int(r - (ends[b] - sizes[b]))) for b, r in zip(blocks_of, rows, strict=True)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="0123456789+-. eE\tkA", max_size=8)), max_size=40))
+def test_text_columns_read_as_numbers_as_pandas_reads_them(cells):
+    """The compiled reading of a text column agrees with ``pd.to_numeric(errors="coerce")`` (the oracle),
+    sentinels, blanks, signs, exponents and missing cells included."""
+    from segmentation.io import _to_numbers
+
+    raw = pd.Series(cells, dtype=object)
+    expected = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    np.testing.assert_array_equal(_to_numbers(raw), expected)
