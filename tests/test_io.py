@@ -391,3 +391,34 @@ def test_text_columns_read_as_numbers_as_pandas_reads_them(cells):
     raw = pd.Series(cells, dtype=object)
     expected = pd.to_numeric(raw, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     np.testing.assert_array_equal(_to_numbers(raw), expected)
+
+
+def test_blocks_parsed_as_text_code_as_the_typed_parse_does(tmp_path):
+    """Once a block of a file failed its typed parse, the process parses that file's later blocks as text
+    (``_TEXT_FILES``): every block of a clean generated file, read either way, gives the same coded block
+    and invalid counts. Small blocks, so Arrow's parse chunks and several blocks are both exercised."""
+    from segmentation import io as reading
+    from segmentation.codes import Codebook
+    from segmentation.io import code_partition
+
+    generate(tmp_path, rows=1500, customers_rows=10, mailout_rows=10, seed=6)
+    schema = load_schema()
+    path = str(tmp_path / "population.csv")
+    table = read_table(path, schema, blocksize=400_000)
+    codebook = Codebook(schema)
+    assert len(table.parts) > 2
+    reading._TEXT_FILES.discard(path)
+    typed = [code_partition(table.read_part(i), codebook, path) for i in range(len(table.parts))]
+    assert path not in reading._TEXT_FILES  # a clean file parses typed
+    reading._TEXT_FILES.add(path)
+    try:
+        for i, (block, invalid) in enumerate(typed):
+            raw = table.read_part(i)
+            assert all(raw.column(c).type == "string" for c in codebook.numeric_columns)
+            text_block, text_invalid = code_partition(raw, codebook, path)
+            np.testing.assert_array_equal(text_block.positions, block.positions)
+            np.testing.assert_array_equal(text_block.ids, block.ids)
+            pd.testing.assert_frame_equal(text_block.rest, block.rest)
+            pd.testing.assert_series_equal(text_invalid, invalid)
+    finally:
+        reading._TEXT_FILES.discard(path)
