@@ -211,24 +211,22 @@ def _parse_block(
         )
 
     path, offset, storage_options = where
-    try:
-        if path in _TEXT_FILES:
-            raise pa.ArrowInvalid("an earlier block of this file held text in a number column")
-        table = parse({n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()})
-    except pa.ArrowInvalid:
-        _TEXT_FILES.add(path)
-        invalid_rows.clear()
+    if path not in _TEXT_FILES:
         try:
-            table = parse({n: pa.string() for n in names})
-        except pa.ArrowInvalid as error:
-            line, what = _malformed_row(
-                str(error), block, names, sep, first, invalid_rows[0] if invalid_rows else None
-            )
-            if line is None:
-                raise InputError(f"{path}: {what}") from None
-            line += _lines_before(path, offset, storage_options)
-            raise InputError(f"{path}: line {line}: {what}") from None
-    return table
+            return parse({n: pa.float64() if t == "float64" else pa.string() for n, t in dtypes.items()})
+        except pa.ArrowInvalid:
+            _TEXT_FILES.add(path)
+            invalid_rows.clear()
+    try:
+        return parse({n: pa.string() for n in names})
+    except pa.ArrowInvalid as error:
+        line, what = _malformed_row(
+            str(error), block, names, sep, first, invalid_rows[0] if invalid_rows else None
+        )
+        if line is None:
+            raise InputError(f"{path}: {what}") from None
+        line += _lines_before(path, offset, storage_options)
+        raise InputError(f"{path}: line {line}: {what}") from None
 
 
 def duplicate_id_locations(
@@ -776,11 +774,18 @@ class FirstPass:
         return cls(pd.Series(payload["missing"], dtype="int64"), payload["invalid"], payload["duplicate_ids"])
 
 
-def _code_and_save(part: tuple, codebook: Codebook, source: str, checks: tuple, path: str, storage: dict):
-    """Partition ``part`` (its file's blocks and its number) read, parsed, coded and saved at ``path``, in
-    one task; returns ((missing counts, invalid counts), row ids). ``checks`` is (strict, validate)."""
-    parts, i = part
-    block, invalid = code_partition(parts.read(i), codebook, source, *checks)
+def _code_and_save(
+    reader: CsvBlocks | ParquetRowGroups,
+    i: int,
+    codebook: Codebook,
+    source: str,
+    checks: tuple,
+    path: str,
+    storage: dict,
+):
+    """Partition ``i`` of ``reader`` read, parsed, coded and saved at ``path``, in one task; returns ((missing
+    counts, invalid counts), row ids). ``checks`` is (strict, validate)."""
+    block, invalid = code_partition(reader.read(i), codebook, source, *checks)
     save_block(block, path, storage)
     return (codebook.missing_counts(block), invalid), block.ids
 
@@ -818,8 +823,8 @@ def code_tables(
         paths = block_paths(scratch_folder(work, name, storage_options), len(table.parts))
         checks = (table.strict, table.validate)
         parts = [
-            dask.delayed(_code_and_save, nout=2)((parts, i), shared, source, checks, path, storage_options)
-            for (source, parts, i), path in zip(table.parts, paths, strict=True)
+            dask.delayed(_code_and_save, nout=2)(reader, i, shared, source, checks, path, storage_options)
+            for (source, reader, i), path in zip(table.parts, paths, strict=True)
         ]
         buckets = max(1, len(parts) // BLOCKS_PER_ID_BUCKET)
         split = [dask.delayed(_split_ids)(ids, buckets, i) for i, (_, ids) in enumerate(parts)]
