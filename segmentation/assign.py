@@ -12,14 +12,13 @@ from pathlib import Path
 
 import dask
 import dask.dataframe as dd
-import numpy as np
 import pandas as pd
 from fsspec.core import url_to_fs
 
 from .io import read_table
 from .model import MEMBERSHIP, SegmentationModel, segment_names
 from .progress import LocalTaskCounter, StageDisplay
-from .scratch import Blocks, Coordinates, call_method
+from .scratch import Blocks, Coordinates, call_method, load_arrays
 
 TABLES = ("population", "customers", "mailout_train", "mailout_test")
 
@@ -38,8 +37,9 @@ def assignment_meta(model: SegmentationModel) -> pd.DataFrame:
 
 
 def _assign_from_coordinates(
-    model: SegmentationModel, block, coordinates: np.ndarray, table: str
+    model: SegmentationModel, block, path: str, storage_options: dict, table: str
 ) -> pd.DataFrame:
+    coordinates = load_arrays([path], storage_options)
     return model.assign_reduced(block.ids, model.set_aside_block(block), coordinates, table)
 
 
@@ -47,17 +47,13 @@ def table_assignments(
     model: SegmentationModel, name: str, blocks: Blocks, coordinates: Coordinates | None = None
 ) -> dd.DataFrame:
     """``LNR, table, segment`` of every row of the table ``name`` from its coded ``blocks``; from the saved
-    ``coordinates`` of those blocks when given (the population's)."""
+    ``coordinates`` of those blocks when given (the population's). One task per block."""
     shared = dask.delayed(model, traverse=False)
-    loaded = blocks.load()
     if coordinates is not None:
-        arrays = coordinates.array(model.pca.n_components_).to_delayed().ravel()
-        parts = [
-            dask.delayed(_assign_from_coordinates)(shared, block, array, name)
-            for block, array in zip(loaded, arrays, strict=True)
-        ]
+        each = [(path, coordinates.storage_options, name) for path in coordinates.paths]
+        parts = blocks.map(_assign_from_coordinates, shared, each=each)
     else:
-        parts = [dask.delayed(call_method)(shared, "assign_block", block, name) for block in loaded]
+        parts = blocks.map(call_method, shared, "assign_block", each=[(name,)] * len(blocks.paths))
     return dd.from_delayed(parts, meta=assignment_meta(model), verify_meta=False)
 
 

@@ -23,6 +23,7 @@ from ._estimators import is_lazy, schema_of, tree_reduce
 from .codes import Codebook, CodedBlock, CodeIndex, code_indexes
 from .scale import merge_histograms
 from .schema import Schema
+from .scratch import Blocks
 
 logger = logging.getLogger(__name__)
 
@@ -260,14 +261,14 @@ class KeptRows:
         return cls(None, np.asarray(payload["row_missing"]), np.asarray(payload["kept_rows"]))
 
 
-def kept_row_statistics(blocks: dict[str, list], cleaner: Cleaner, codebook: Codebook) -> dict[str, KeptRows]:
-    """``KeptRows`` of each table of ``blocks`` (lazy coded blocks per table), in one computation."""
+def kept_row_statistics(
+    blocks: dict[str, Blocks], cleaner: Cleaner, codebook: Codebook
+) -> dict[str, KeptRows]:
+    """``KeptRows`` of each table of ``blocks`` (its coded blocks in the scratch folder), in one computation."""
     shared = dask.delayed(codebook, traverse=False)
     lazy = {
-        name: tree_reduce(
-            [dask.delayed(cleaner.block_statistics)(shared, b) for b in loaded], merge_statistics
-        )
-        for name, loaded in blocks.items()
+        name: tree_reduce(table.map(cleaner.block_statistics, shared), merge_statistics)
+        for name, table in blocks.items()
     }
     (computed,) = dask.compute(lazy)
     return {name: KeptRows(*statistics) for name, statistics in computed.items()}

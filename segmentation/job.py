@@ -198,8 +198,7 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
         if "scale" in resumed:
             kept, scaler = checkpoint.load_scale(checkpoints, encoder)
         else:
-            loaded = {name: blocks[name].load() for name in ("population", "customers")}
-            kept = kept_row_statistics(loaded, cleaner, codebook)
+            kept = kept_row_statistics({n: blocks[n] for n in ("population", "customers")}, cleaner, codebook)
             dtypes = {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
             histograms = cleaner.value_histograms_from_counts(kept["population"].counts, dtypes)
             scaler = ImputeScaler(encoder).fit_histograms(histograms)
@@ -230,10 +229,7 @@ def _fit_pca(config: JobConfig, model: SegmentationModel, blocks: Blocks, rows: 
     """The PCA fitted on the population's standardized features."""
     shared = dask.delayed(model.compile(), traverse=False)
     features = block_array(
-        [dask.delayed(call_method)(shared, "standardize_block", b) for b in blocks.load()],
-        lambda pair: pair[1],
-        rows,
-        len(model.scaler.feature_names_),
+        blocks.map(call_method, shared, "features_block"), rows, len(model.scaler.feature_names_)
     )
     return decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
 

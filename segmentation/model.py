@@ -173,9 +173,13 @@ class SegmentationModel:
             out[:, lookup.features] = lookup.features_of(block.rest[lookup.codes.attribute.name][kept])
         return aside, out
 
+    def features_block(self, block: CodedBlock) -> np.ndarray:
+        """Coded block -> standardized float32 features of its kept rows."""
+        return self.standardize_block(block)[1]
+
     def reduced_block(self, block: CodedBlock) -> np.ndarray:
         """Coded block -> PCA coordinates of its kept rows."""
-        return self.pca.transform_array(self.standardize_block(block)[1])
+        return self.pca.transform_array(self.features_block(block))
 
     def assign_block(self, block: CodedBlock, table: str) -> pd.DataFrame:
         """Coded block -> ``LNR, table, segment`` for every row (set-aside rows included)."""

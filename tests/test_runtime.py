@@ -167,6 +167,10 @@ def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_
         assert info["dashboard"] == link
         assert info["workers"] == 2 and info["threads_per_worker"] == 1
         assert isinstance(info["memory_limit_per_worker"], int) and info["memory_limit_per_worker"] > 0
+        # The profile's allocator settings reach the worker processes, merged with Dask's own.
+        names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+        environ = session.client.run(lambda: [os.environ.get(name) for name in names])
+        assert list(environ.values()) == [["67108864", "134217728", "1"]] * 2
         worker_rss = max(c.memory_info().rss for c in children)
         assert 0.5 * worker_rss < session.peak_worker_memory() < 4 * worker_rss
         client = session.client
