@@ -56,8 +56,14 @@ def dataset(root: Path, scale: int, seed: int) -> Path:
     """``root/scale-N`` holding ``scale`` x the real tables (generated once)."""
     folder = root / f"scale-{scale}"
     planted = folder / "truth" / "planted.json"
-    if not planted.exists() or json.loads(planted.read_text())["rows"]["population"] != scale * POPULATION_ROWS:
-        print(f"generating {scale}x ({scale * POPULATION_ROWS:,} + {scale * CUSTOMERS_ROWS:,} rows) ...", flush=True)
+    if (
+        not planted.exists()
+        or json.loads(planted.read_text())["rows"]["population"] != scale * POPULATION_ROWS
+    ):
+        print(
+            f"generating {scale}x ({scale * POPULATION_ROWS:,} + {scale * CUSTOMERS_ROWS:,} rows) ...",
+            flush=True,
+        )
         generate(folder, rows=scale * POPULATION_ROWS, customers_rows=scale * CUSTOMERS_ROWS, mailout_rows=1000,
                  seed=seed)  # fmt: skip
     return folder

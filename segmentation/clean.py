@@ -202,10 +202,18 @@ class Cleaner(TransformerMixin, BaseEstimator):
         codebook = Codebook(self._schema())
         return self.block_statistics(codebook, codebook.encode(frame))
 
-    def value_histograms_from_counts(self, counts: dict, dtypes: dict) -> dict[str, pd.Series]:
-        """Merged ``partition_statistics`` counts -> value histograms (what ``ImputeScaler`` fits on)."""
+    def value_histograms_from_counts(
+        self, counts: dict, dtypes: dict, codebook: Codebook | None = None
+    ) -> dict[str, pd.Series]:
+        """Merged ``partition_statistics`` counts -> value histograms (what ``ImputeScaler`` fits on).
+        ``codebook``: the one the counts were made with, whose code domains are then not built again."""
+        known = codebook.column_index if codebook is not None else {}
         return {
-            column: CodeIndex(self._schema()[column], dtypes[column]).value_histogram(value)
+            column: (
+                codebook.coded[known[column]]
+                if column in known
+                else CodeIndex(self._schema()[column], dtypes[column])
+            ).value_histogram(value)
             for column, value in counts.items()
         }
 

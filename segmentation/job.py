@@ -200,7 +200,7 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
         else:
             kept = kept_row_statistics({n: blocks[n] for n in ("population", "customers")}, cleaner, codebook)
             dtypes = {c: storage_dtype(schema[c]) for c in cleaner.kept_columns_}
-            histograms = cleaner.value_histograms_from_counts(kept["population"].counts, dtypes)
+            histograms = cleaner.value_histograms_from_counts(kept["population"].counts, dtypes, codebook)
             scaler = ImputeScaler(encoder).fit_histograms(histograms)
             checkpoint.save_scale(checkpoints, kept, scaler)
     model = SegmentationModel(schema, cleaner, encoder, scaler, codebook=codebook)

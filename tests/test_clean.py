@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from segmentation.clean import Cleaner, row_missing_histogram, unknown_to_missing
+from segmentation.codes import Codebook
 from segmentation.io import read_table
 
 
@@ -81,6 +82,12 @@ def test_partition_statistics_equal_recoded_value_counts(population, other_schem
     merged, rows, kept_rows = merge_statistics(*[cleaner.partition_statistics(p) for p in partitions])
     whole = pd.concat(partitions)
     histograms = cleaner.value_histograms_from_counts(merged, whole.dtypes.to_dict())
+    from_codebook = cleaner.value_histograms_from_counts(
+        merged, whole.dtypes.to_dict(), Codebook(other_schema)
+    )
+    assert from_codebook.keys() == histograms.keys()
+    for column, histogram in histograms.items():
+        pd.testing.assert_series_equal(from_codebook[column], histogram)
     recoded = unknown_to_missing(whole, other_schema)
     kept = recoded[~cleaner.set_aside_mask(recoded)]
     expected = value_histograms(kept, cleaner.kept_columns_)

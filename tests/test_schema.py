@@ -2,8 +2,10 @@ import pytest
 
 from segmentation.schema import (
     KINDS,
+    Schema,
     SchemaError,
     canonical_code,
+    default_attributes_path,
     format_codes,
     load_schema,
     parse_attributes,
@@ -149,3 +151,17 @@ def test_storage_of_text_sentinels_and_wide_spans():
     # a sentinel far from the codes would make a dense domain of 100,000 positions: stored as text instead
     assert not schema["O"].integer_coded and schema["O"].storage_dtype == "string"
     assert schema["T"].storage_dtype == "string"
+
+
+def test_dask_token_follows_the_attributes():
+    """Dask names tasks by the schema's token (computed once): equal schemas share it, any change in an
+    attribute's codes or the source gives another."""
+    from dask.base import tokenize
+
+    text = default_attributes_path().read_text(encoding="utf-8-sig")
+    schema = parse_attributes(text)
+    assert tokenize(schema) == tokenize(parse_attributes(text)) == tokenize(schema)
+    changed = text.replace("AGER_TYP,categorical,1..3,-1;0", "AGER_TYP,categorical,1..3,-1;0;9", 1)
+    assert changed != text
+    assert tokenize(parse_attributes(changed)) != tokenize(schema)
+    assert tokenize(Schema(schema.attributes, source="other")) != tokenize(schema)
