@@ -279,8 +279,8 @@ def squared_distances(rows: np.ndarray, centres: np.ndarray) -> Iterator[tuple[i
     """``(start, chunk, squared)`` for each run of ``STATISTICS_ROWS`` rows: the rows made float64 and their
     squared Euclidean distances to every centre less ``|x|^2``, as ``|c|^2 - 2 x.c`` (one matrix product, so
     many centres cost little more than one: ``cdist`` was 2.7x slower at 119 centres and 2.6x at 8).
-    Chunks of 2,048 rows stay in cache (twice as fast as all at once for 20,000 rows). Every labelling and
-    scoring of rows uses it, so the final Lloyd pass's labels and ``predict`` agree to the bit."""
+    Chunks of 2,048 rows stay in cache (twice as fast as all at once for 20,000 rows). k-means labels and
+    scores rows with it only, so the last Lloyd pass and ``predict`` give the same labels to the bit."""
     centres = np.asarray(centres, dtype=np.float64)
     centre_norms, across = np.einsum("ij,ij->i", centres, centres), -2.0 * centres.T
     for start in range(0, len(rows), STATISTICS_ROWS):
