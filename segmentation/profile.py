@@ -67,6 +67,12 @@ memory_limit: auto            # per worker: the machine's memory divided by n_wo
 processes: true
 host: 127.0.0.1
 dashboard_address: 127.0.0.1:8787   # another free port is used when 8787 is taken
+dask:
+  distributed:
+    nanny:
+      pre-spawn-environ:      # glibc, in each worker: large arrays reuse freed memory instead of mapping
+        MALLOC_MMAP_THRESHOLD_: 67108864    # fresh pages for every task (Dask trims at 64 KB): 15-25%
+        MALLOC_TRIM_THRESHOLD_: 134217728   # faster, ~0.3 GiB more at the peak (docs/running.md)
 """
 
 DEFAULT_CONNECT_TIMEOUT = 10.0

@@ -441,3 +441,34 @@ def test_blocks_parsed_as_text_code_as_the_typed_parse_does(tmp_path):
             pd.testing.assert_series_equal(text_invalid, invalid)
     finally:
         reading._TEXT_FILES.discard(path)
+
+
+def test_parsed_blocks_live_in_the_parse_pool_not_in_the_system_heap(tmp_path):
+    """Both parses (typed and text) allocate their buffers in ``_parse_pool`` (mimalloc where pyarrow has
+    it): thousands of small column chunks in glibc's heap fragmented it under the workers' allocator
+    setting. While a parsed block is alive the parse pool holds at least its bytes, the system pool none."""
+    import pyarrow as pa
+
+    from segmentation import io as reading
+
+    generate(tmp_path, rows=600, customers_rows=10, mailout_rows=10, seed=7)
+    path = str(tmp_path / "population.csv")
+    table = read_table(path, load_schema(), blocksize=200_000)
+    pool, system = reading._parse_pool(), pa.system_memory_pool()
+    try:
+        assert pool.backend_name == pa.mimalloc_memory_pool().backend_name == "mimalloc"
+    except NotImplementedError:  # a pyarrow built without mimalloc
+        assert pool.backend_name == "system"
+    for as_text in (False, True):
+        (reading._TEXT_FILES.add if as_text else reading._TEXT_FILES.discard)(path)
+        try:
+            before, system_before = pool.bytes_allocated(), system.bytes_allocated()
+            raw = table.read_part(0)
+            kind = "string" if as_text else "double"
+            assert all(raw.column(c).type == kind for c in ("ALTER_HH", "KBA05_ANTG1"))
+            assert pool.bytes_allocated() - before >= raw.nbytes
+            if pool is not system:
+                assert system.bytes_allocated() == system_before
+            del raw
+        finally:
+            reading._TEXT_FILES.discard(path)

@@ -139,7 +139,11 @@ def test_misspelt_cluster_class_gets_a_hint(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_path, capsys):
+def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_path, capsys, monkeypatch):
+    # An earlier local cluster of this process left Dask's MALLOC_TRIM_THRESHOLD_ in os.environ (its
+    # nanny sets the variables there before spawning), and Dask lets the environment win over the profile.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with open_cluster(load_profile(PROFILES / "local.yml"), show_progress=True) as session:
         children = new_children(before)
@@ -167,6 +171,10 @@ def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_
         assert info["dashboard"] == link
         assert info["workers"] == 2 and info["threads_per_worker"] == 1
         assert isinstance(info["memory_limit_per_worker"], int) and info["memory_limit_per_worker"] > 0
+        # The profile's allocator settings reach the worker processes, merged with Dask's own.
+        names = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")
+        environ = session.client.run(lambda: [os.environ.get(name) for name in names])
+        assert list(environ.values()) == [["67108864", "134217728", "1"]] * 2
         worker_rss = max(c.memory_info().rss for c in children)
         assert 0.5 * worker_rss < session.peak_worker_memory() < 4 * worker_rss
         client = session.client
