@@ -643,7 +643,11 @@ def _classify(raw: pd.Series, attribute: Attribute) -> tuple[pd.Series, pd.Serie
     """A raw column -> (typed column with invalid values missing, mask of invalid values)."""
     present = raw.notna()
     if attribute.kind == "date":
-        parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
+        # Dates read from Parquet are datetime64 already (to_datetime would box each one: 27 ms a block).
+        if isinstance(raw.dtype, np.dtype) and raw.dtype.kind == "M":
+            parsed = raw
+        else:
+            parsed = pd.to_datetime(raw, errors="coerce", format="ISO8601")
         # pandas 3 parses years outside datetime64[ns] (0001, -1): invalid here, like pandas 2 makes them
         parsed = parsed.where(parsed.between(pd.Timestamp.min, pd.Timestamp.max))
         return parsed.astype("datetime64[ns]"), present & parsed.isna() & ~_unstored_unknowns(raw, attribute)
