@@ -342,9 +342,11 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.verbosity)
     from .preflight import InputError
-    from .runtime import exit_interrupted, handle_interrupts
+    from .runtime import exit_interrupted, handle_interrupts, no_collection_at_exit
     from .schema import SchemaError
     from .settings import SettingsError
+
+    no_collection_at_exit()
 
     try:
         with handle_interrupts():  # clean up on `kill` / `timeout` as on Ctrl-C
