@@ -316,6 +316,8 @@ class ClusterSession:
         5 real-size runs (in none of 4 with this). Also keeps an expected ``InputError`` out of the
         workers' log (the client prints its one line)."""
         self.client.run(_prepare_worker)
+        if isinstance(self.cluster, LocalCluster):  # its nannies wait for their workers' processes to end
+            self.client.run(no_collection_at_exit)
 
     def describe(self) -> dict[str, Any]:
         """What ran the job, for run.json.
@@ -372,7 +374,6 @@ def _prepare_worker() -> None:
 
     importlib.import_module("segmentation.job")
     hide_input_errors_in_worker_log()
-    no_collection_at_exit()  # the nanny waits for its worker's process to end when the cluster closes
 
 
 def no_collection_at_exit() -> None:
