@@ -185,6 +185,33 @@ def test_local_profile_runs_serves_the_dashboard_on_localhost_and_cleans_up(tmp_
     assert re.search(r"sum +━+ 100%", capsys.readouterr().err)
 
 
+def _heap_held_then_freed() -> int:
+    """Allocate and touch 96 MB of 1 MB arrays (glibc's heap under the local profile), free them; this
+    worker's RSS after."""
+    import numpy as np
+
+    held = [np.ones(2**20, dtype=np.uint8) for _ in range(96)]
+    del held
+    return psutil.Process().memory_info().rss
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_end_of_a_stage_hands_the_workers_freed_heap_back(monkeypatch):
+    # The local profile lets each worker keep up to 128 MB of freed heap for the next task; between stages
+    # it is handed back, so it does not add to the peak of the client's own work (seeding, stability).
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    with open_cluster(load_profile(PROFILES / "local.yml"), show_progress=False) as session:
+        client = session.client
+        with session.stage("allocate"):
+            held = client.run(_heap_held_then_freed)
+        after = client.run(lambda: psutil.Process().memory_info().rss)
+    for worker, rss in held.items():
+        assert rss - after[worker] > 64 * 2**20, (worker, rss, after[worker])
+
+
 def test_a_busy_dashboard_port_falls_back_to_a_free_one(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
