@@ -401,7 +401,7 @@ def no_collection_at_exit() -> None:
     atexit.register(gc.freeze)
 
 
-def release_free_heap(dask_worker: Any = None) -> None:
+def release_free_heap() -> None:
     """``malloc_trim(0)``: return the free pages of glibc's heap to the operating system (a no-op where the C
     library is not glibc)."""
     try:
