@@ -91,6 +91,41 @@ def gather_rows(positions, rows, source, offset, flat, columns, out):
             out[r, columns[f]] = flat[offset[f] + positions[i, source[f]]]
 
 
+@numba.njit(nogil=True, cache=True)
+def position_sums(positions, rows, columns, offsets, values, out):
+    """``out[offsets[c] + positions[rows[r], columns[c]], :] += values[r, :]`` for every row and column
+    listed: the rows' values summed per code of each column (a one-hot product without the one-hot)."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for c in range(columns.shape[0]):
+            target = offsets[c] + positions[i, columns[c]]
+            for f in range(values.shape[1]):
+                out[target, f] += values[r, f]
+
+
+@numba.njit(nogil=True, cache=True)
+def cross_products(left, right, out):
+    """``out += left.T @ right`` in ``out``'s precision, without converting ``left`` (e.g. float32 rows
+    against a few float64 columns)."""
+    for r in range(left.shape[0]):
+        for b in range(right.shape[1]):
+            value = right[r, b]
+            for a in range(left.shape[1]):
+                out[a, b] += left[r, a] * value
+
+
+@numba.njit(nogil=True, cache=True)
+def position_pairs(positions, rows, columns, offsets, out):
+    """``out[a, b] += 1`` for the codes a of column c and b of column d (``offsets`` as above) of every
+    row, for each pair of listed columns c <= d: every contingency table of those columns, upper part."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for c in range(columns.shape[0]):
+            a = offsets[c] + positions[i, columns[c]]
+            for d in range(c, columns.shape[0]):
+                out[a, offsets[d] + positions[i, columns[d]]] += 1
+
+
 class CodeIndex:
     """A column's stored values -> positions in its code domain, with unknown codes marked missing.
 

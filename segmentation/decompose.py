@@ -192,6 +192,10 @@ class _BasePCA(SavedEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
         _check_n_components(self.n_components, n_features)
         with log_duration(logger, f"{type(self).__name__}.fit ({n_features} features)"):
             spectrum = self._spectrum(X)
+        return self._keep(spectrum, n_features)
+
+    def _keep(self, spectrum: _Spectrum, n_features: int) -> _BasePCA:
+        """Set the fitted attributes from a solver's spectrum: the components the target keeps."""
         if not (np.isfinite(spectrum.total_variance) and np.isfinite(spectrum.variances).all()):
             raise ValueError(_NOT_FINITE)
         if spectrum.total_variance <= 0:
@@ -287,7 +291,20 @@ class GramPCA(_BasePCA):
     """
 
     def _spectrum(self, X: da.Array) -> _Spectrum:
-        n_rows, mean, scatter = mean_and_scatter(X)
+        return self._eigen(*mean_and_scatter(X))
+
+    def fit_moments(self, n_rows: int, mean: np.ndarray, scatter: np.ndarray) -> GramPCA:
+        """Fit from the row count, column means and centred scatter matrix of the data (what
+        :func:`mean_and_scatter` computes), when they come from elsewhere: the job adds up each block's
+        exactly from its codes (``SegmentationModel.moments_block``), without the float32 features."""
+        mean, scatter = np.asarray(mean, dtype=np.float64), np.asarray(scatter, dtype=np.float64)
+        n_features = len(mean)
+        if scatter.shape != (n_features, n_features):
+            raise ValueError(f"scatter has shape {scatter.shape}; expected ({n_features}, {n_features})")
+        _check_n_components(self.n_components, n_features)
+        return self._keep(self._eigen(int(n_rows), mean, scatter), n_features)
+
+    def _eigen(self, n_rows: int, mean: np.ndarray, scatter: np.ndarray) -> _Spectrum:
         _check_rows(n_rows)
         if not np.isfinite(scatter).all():
             raise ValueError(_NOT_FINITE)

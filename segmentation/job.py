@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, checkpoint, cluster, decompose, stability
+from ._estimators import log_duration, tree_reduce
 from .assign import TABLES, assign_file, table_assignments, write_assignments
 from .checkpoint import Checkpoints, checkpoint_key
 from .clean import Cleaner, KeptRows, column_quality, kept_row_statistics, row_quality
@@ -226,12 +227,19 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
 
 
 def _fit_pca(config: JobConfig, model: SegmentationModel, blocks: Blocks, rows: list[int]):
-    """The PCA fitted on the population's standardized features."""
+    """The PCA fitted on the population's standardized features: from each block's moments, summed from
+    its codes, for a solver that takes them (Gram); else from the features, block by block."""
     shared = dask.delayed(model.compile(), traverse=False)
+    pca = decompose.make_pca(config.reduce.solver, config.reduce.n_components)
+    if hasattr(pca, "fit_moments"):
+        moments = tree_reduce(blocks.map(call_method, shared, "moments_block"), decompose.merge_moments)
+        with log_duration(logger, f"{type(pca).__name__}: moments of {sum(rows)} rows"):
+            (moments,) = dask.compute(moments)
+        return pca.fit_moments(*moments)
     features = block_array(
         blocks.map(call_method, shared, "features_block"), rows, len(model.scaler.feature_names_)
     )
-    return decompose.make_pca(config.reduce.solver, config.reduce.n_components).fit(features)
+    return pca.fit(features)
 
 
 def elbow_only(config: JobConfig, checked: Checked | None = None) -> pd.DataFrame:

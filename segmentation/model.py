@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import decompose, segmenters
 from .clean import Cleaner
-from .codes import Codebook, CodedBlock, CodeIndex, gather_rows
+from .codes import Codebook, CodedBlock, CodeIndex, cross_products, gather_rows, position_pairs, position_sums
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
@@ -41,19 +41,168 @@ class _ColumnLookup:
         self.fill = scaler.fill_values_[positions]
         self.mean = scaler.mean_[positions]
         self.scale = scaler.scale_[positions]
-        self.table = None
+        self.table = self.imputed = None
         if codes.low is not None:
             encoded = encode_column(codes.recoded, codes.attribute)
-            self.table = self._standardize(encoded.to_numpy(dtype="float64", na_value=np.nan))
+            self.imputed = self._impute(encoded.to_numpy(dtype="float64", na_value=np.nan))
+            self.table = self._scale(self.imputed)
 
-    def _standardize(self, values: np.ndarray) -> np.ndarray:
-        values = np.where(np.isnan(values), self.fill, values)
+    def _impute(self, values: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(values), self.fill, values)
+
+    def _scale(self, values: np.ndarray) -> np.ndarray:
         return ((values - self.mean) / self.scale).astype("float32")
+
+    def imputed_of(self, values: pd.Series) -> np.ndarray:
+        """Encoded, imputed float64 features of a column without a code domain (no table), by arithmetic."""
+        return self._impute(
+            encode_column(values, self.codes.attribute).to_numpy(dtype="float64", na_value=np.nan)
+        )
 
     def features_of(self, values: pd.Series) -> np.ndarray:
         """Standardized features of a column without a code domain (no table), by arithmetic."""
-        encoded = encode_column(values, self.codes.attribute).to_numpy(dtype="float64", na_value=np.nan)
-        return self._standardize(encoded)
+        return self._scale(self.imputed_of(values))
+
+
+# Integer features within this distance of their offset go into the float32 product, where every sum of
+# products stays an integer below 2**24 (exact) for blocks of up to 2**24 / 32**2 = 16,384 rows at a time.
+_EXACT_REACH = 32
+_EXACT_LIMIT = 2**24
+
+
+class _MomentsPlan:
+    """How ``SegmentationModel.moments_block`` sums a block's standardized features exactly, from its codes.
+
+    A feature is ``(v - mean) / scale`` of its imputed value ``v``, so the moments of ``v`` give the
+    feature's. Three kinds of features, each summed the cheapest exact way:
+
+    - one-hot dummies of a categorical column depend only on its code: their products with any feature
+      are sums per code (``position_sums``) and with each other contingency tables of code pairs
+      (``position_pairs``), mapped to features by the column's table of imputed values;
+    - the other features that take few small whole values (ordinal codes, binary, small counts), shifted
+      by a whole offset to within ``_EXACT_REACH``: their products are summed in float32, exact while
+      every sum stays a whole number below 2**24;
+    - the rest (decimals, years, large counts; dates and unbounded numbers, by arithmetic) in float64,
+      shifted by their mean.
+
+    On a real-size block (11.7k kept rows, 526 features) this takes 0.04 s of one core, against 0.10 s to
+    standardize in float32 and sum the products in float64 (``decompose.block_moments``), and agrees with
+    float64 standardization to rounding.
+    """
+
+    def __init__(self, lookups: list, codebook: Codebook, scaler: ImputeScaler):
+        n_features = len(scaler.feature_names_)
+        small, large, rest = [], [], []  # small and large: (feature, source column, shift, imputed values)
+        grouped = []  # categorical: (source column, its lookup)
+        for lookup in lookups:
+            j = codebook.column_index.get(lookup.codes.attribute.name)
+            if lookup.table is not None and lookup.codes.attribute.kind == "categorical":
+                grouped.append((j, lookup))
+                continue
+            for local, feature in enumerate(range(lookup.features.start, lookup.features.stop)):
+                if lookup.table is None:
+                    rest.append((feature, lookup, local))
+                    continue
+                values = lookup.imputed[:, local]
+                middle = float(np.round((values.min() + values.max()) / 2))
+                whole = np.isfinite(values).all() and np.array_equal(values, np.round(values))
+                if whole and np.abs(values - middle).max() <= _EXACT_REACH:
+                    small.append((feature, j, middle, values))
+                else:
+                    large.append((feature, j, float(scaler.mean_[feature]), values))
+        self.small = np.asarray([entry[0] for entry in small], dtype=np.intp)
+        self.large = np.asarray([entry[0] for entry in large + rest], dtype=np.intp)
+        self.small_gather = self._gather(small, np.float32)
+        self.large_gather = self._gather(large, np.float64)
+        self.rest = [(len(large) + i, lookup, local) for i, (_, lookup, local) in enumerate(rest)]
+        # Categorical columns: codes numbered end to end, and the block-diagonal table code -> dummies.
+        sizes = [len(lookup.imputed) for _, lookup in grouped]
+        self.group_columns = np.asarray([j for j, _ in grouped], dtype=np.intp)
+        self.group_offsets = np.cumsum([0, *sizes])[:-1].astype(np.int64)
+        self.dummies = np.concatenate(
+            [np.arange(lookup.features.start, lookup.features.stop) for _, lookup in grouped] or [[]]
+        ).astype(np.intp)
+        self.dummy_table = np.zeros((sum(sizes), len(self.dummies)))
+        column = 0
+        for (_, lookup), offset, size in zip(grouped, self.group_offsets, sizes, strict=True):
+            width = lookup.imputed.shape[1]
+            self.dummy_table[offset : offset + size, column : column + width] = lookup.imputed
+            column += width
+        # feature = (summed value + shift) / scale; a rest column is summed less its mean (shift 0).
+        self.shift, self.scale = np.zeros(n_features), scaler.scale_.astype(np.float64)
+        for feature, _, offset, _ in small + large:
+            self.shift[feature] = offset - scaler.mean_[feature]
+        self.shift[self.dummies] = -scaler.mean_[self.dummies]
+        reach = max((np.abs(values - offset).max() for _, _, offset, values in small), default=1.0)
+        self.exact_rows = int(_EXACT_LIMIT // max(reach * reach, 1.0))
+
+    @staticmethod
+    def _gather(entries: list, dtype) -> tuple:
+        """``gather_rows`` arguments for these features, as columns 0.. of the output."""
+        offsets = np.cumsum([0] + [len(values) for *_, values in entries])[:-1]
+        flat = [np.asarray(values, dtype=np.float64) - shift for _, _, shift, values in entries]
+        return (
+            np.asarray([j for _, j, _, _ in entries], dtype=np.intp),
+            np.asarray(offsets, dtype=np.int64),
+            np.concatenate(flat).astype(dtype) if flat else np.zeros(0, dtype=dtype),
+            np.arange(len(entries), dtype=np.intp),
+        )
+
+    def moments(self, block: CodedBlock, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+        """(rows, mean, centred scatter) of the standardized features of the block's rows ``kept``."""
+        n, n_features = len(kept), len(self.shift)
+        if n == 0:
+            return 0, np.zeros(n_features), np.zeros((n_features, n_features))
+        small = np.empty((n, len(self.small)), dtype=np.float32)
+        gather_rows(block.positions, kept, *self.small_gather, small)
+        large = np.empty((n, len(self.large)), dtype=np.float64)
+        gather_rows(block.positions, kept, *self.large_gather, large)
+        for column, lookup, local in self.rest:
+            values = block.rest[lookup.codes.attribute.name].iloc[kept]
+            large[:, column] = lookup.imputed_of(values)[:, local] - lookup.mean[local]
+        table = self.dummy_table
+        pairs = np.zeros((len(table), len(table)))
+        position_pairs(block.positions, kept, self.group_columns, self.group_offsets, pairs)
+        pairs += np.triu(pairs, 1).T
+        by_code_large = np.zeros((len(table), len(self.large)))
+        position_sums(block.positions, kept, self.group_columns, self.group_offsets, large, by_code_large)
+        small_by_large = np.zeros((len(self.small), len(self.large)))
+        cross_products(small, large, small_by_large)
+        # float32 sums of the small features are exact up to exact_rows rows at a time
+        small_by_small = np.zeros((len(self.small), len(self.small)))
+        by_code_small = np.zeros((len(table), len(self.small)))
+        for start in range(0, n, self.exact_rows):
+            chunk = small[start : start + self.exact_rows]
+            small_by_small += chunk.T @ chunk
+            exact = np.zeros(by_code_small.shape, dtype=np.float32)
+            position_sums(
+                block.positions,
+                kept[start : start + len(chunk)],
+                self.group_columns,
+                self.group_offsets,
+                chunk,
+                exact,
+            )
+            by_code_small += exact
+
+        sums, products = np.zeros(n_features), np.zeros((n_features, n_features))
+        parts = [
+            (self.small, self.small, small_by_small),
+            (self.small, self.large, small_by_large),
+            (self.large, self.large, large.T @ large),
+            (self.dummies, self.small, table.T @ by_code_small),
+            (self.dummies, self.large, table.T @ by_code_large),
+            (self.dummies, self.dummies, table.T @ pairs @ table),
+        ]
+        for rows, columns, values in parts:
+            products[np.ix_(rows, columns)] = values
+            products[np.ix_(columns, rows)] = values.T
+        sums[self.small] = small.sum(axis=0, dtype=np.float64)
+        sums[self.large] = large.sum(axis=0)
+        sums[self.dummies] = table.T @ np.diag(pairs)
+        mean = sums / n
+        scatter = products - n * np.outer(mean, mean)
+        return n, (mean + self.shift) / self.scale, scatter / np.outer(self.scale, self.scale)
 
 
 MEMBERSHIP = "membership_probability"  # the assignments' column of a segmenter with probabilities
@@ -143,6 +292,7 @@ class SegmentationModel:
                 columns.append(feature)
                 flat.append(lookup.table[:, local])
                 start += len(lookup.table)
+        self.__dict__["_moments"] = _MomentsPlan(lookups, codebook, self.scaler)
         self.__dict__["_gather"] = (
             np.asarray(source, dtype=np.intp),
             np.asarray(offset, dtype=np.int64),
@@ -172,6 +322,13 @@ class SegmentationModel:
         for lookup in rest:
             out[:, lookup.features] = lookup.features_of(block.rest[lookup.codes.attribute.name][kept])
         return aside, out
+
+    def moments_block(self, block: CodedBlock) -> tuple[int, np.ndarray, np.ndarray]:
+        """Coded block -> (rows, mean, centred scatter) of the standardized features of its kept rows, in
+        float64: ``decompose.block_moments(self.features_block(block))`` without the float32 rounding of
+        the features, and in half the time (``_MomentsPlan``)."""
+        plan = self.compile().__dict__["_moments"]
+        return plan.moments(block, np.flatnonzero(~self.set_aside_block(block)))
 
     def features_block(self, block: CodedBlock) -> np.ndarray:
         """Coded block -> standardized float32 features of its kept rows."""

@@ -255,3 +255,22 @@ def test_variance_target_helpers():
         n_components_for_variance(ratios[:2], 0.9)
     flipped = flip_signs(np.array([[0.1, -0.9], [0.0, 0.0], [0.6, 0.2]]))
     np.testing.assert_array_equal(flipped, [[-0.1, 0.9], [0.0, 0.0], [0.6, 0.2]])
+
+
+@pytest.mark.parametrize("n_components", [0.9, 8])
+def test_gram_fit_from_moments_matches_sklearn(X, reference, n_components):
+    ours = GramPCA(n_components).fit_moments(*mean_and_scatter(X))
+    kept = ours.n_components_
+    assert kept == (
+        8 if n_components == 8 else PCA(0.9, svd_solver="full").fit(X.astype(np.float64)).n_components_
+    )
+    np.testing.assert_allclose(ours.explained_variance_, reference.explained_variance_[:kept], rtol=1e-5)
+    assert_same_up_to_sign(ours.components_, reference.components_[:kept], atol=1e-4)
+    np.testing.assert_allclose(
+        ours.transform(X),
+        reference.transform(X)[:, :kept]
+        * np.sign(np.sum(ours.components_ * reference.components_[:kept], axis=1)),
+        atol=1e-3,
+    )
+    with pytest.raises(ValueError, match=r"scatter has shape \(3, 3\); expected \(40, 40\)"):
+        GramPCA().fit_moments(10, np.zeros(N_FEATURES), np.eye(3))

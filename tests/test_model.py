@@ -1,9 +1,12 @@
 """The compiled per-column lookups equal the estimator chain (Cleaner -> Encoder -> ImputeScaler)."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
+import segmentation.model as model_module
 from segmentation.clean import Cleaner, partition_missing_counts, unknown_to_missing
+from segmentation.decompose import block_moments
 from segmentation.encode import Encoder
 from segmentation.io import _csv_dtypes, normalize_partition, read_header
 from segmentation.model import SegmentationModel
@@ -27,8 +30,6 @@ def fitted_chain(schema, typed):
 def test_lookup_equals_estimator_chain_on_arvato_data(tmp_path):
     generate(tmp_path, rows=3000, customers_rows=10, mailout_rows=10, seed=3)
     schema = load_schema()
-    import pandas as pd
-
     path = tmp_path / "population.csv"
     raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
     typed = normalize_partition(raw, schema, str(path), strict=False)
@@ -44,6 +45,39 @@ def test_lookup_equals_estimator_chain_on_other_vendor(other_schema):
     aside, features = model.standardize_partition(typed)
     assert (aside == ~kept).all()
     np.testing.assert_allclose(features, reference, atol=1e-6)
+
+
+def float64_moments(schema, typed):
+    """The fitted chain and the moments of its standardized features of the kept rows, in float64."""
+    model, kept, _ = fitted_chain(schema, typed)
+    encoded = model.encoder.transform(unknown_to_missing(typed, schema)[kept])
+    scaler = model.scaler
+    values = encoded[scaler.feature_names_].to_numpy(dtype="float64", na_value=np.nan)
+    values = np.where(np.isnan(values), scaler.fill_values_, values)
+    return model, block_moments((values - scaler.mean_) / scaler.scale_)
+
+
+@pytest.mark.parametrize("exact_limit", [2**24, 2**13])  # 2**13: the float32 sums in chunks of a few rows
+@pytest.mark.parametrize("vendor", ["arvato", "other"])
+def test_moments_from_codes_equal_the_float64_chain(tmp_path, other_schema, monkeypatch, vendor, exact_limit):
+    monkeypatch.setattr(model_module, "_EXACT_LIMIT", exact_limit)
+    if vendor == "arvato":
+        generate(tmp_path, rows=3000, customers_rows=10, mailout_rows=10, seed=4)
+        schema = load_schema()
+        path = tmp_path / "population.csv"
+        raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
+    else:
+        schema, raw = other_schema, other_vendor_frame(3000, seed=6)
+    typed = normalize_partition(raw, schema, "x", strict=False)
+    model, (n, mean, scatter) = float64_moments(schema, typed)
+    plan = model.compile().__dict__["_moments"]
+    # every way of summing is taken: dummies by code, small whole values in float32, the rest in float64
+    assert len(plan.dummies) and len(plan.small) and len(plan.large)
+    assert plan.exact_rows < n if exact_limit < 2**24 else plan.exact_rows > n
+    rows, ours_mean, ours_scatter = model.moments_block(model.codebook.encode(typed))
+    assert rows == n
+    np.testing.assert_allclose(ours_mean, mean, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ours_scatter, scatter, rtol=0, atol=1e-9 * np.abs(scatter).max())
 
 
 def test_missing_scaler_feature_is_an_error(other_schema):

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from segmentation.clean import Cleaner, merge_statistics
 from segmentation.codes import Codebook, storage_dtype
+from segmentation.decompose import block_moments
 from segmentation.encode import Encoder, feature_names
 from segmentation.io import code_partition, read_table
 from segmentation.model import SegmentationModel
@@ -265,9 +266,15 @@ def test_any_valid_attributes_file_gives_finite_features_for_every_row(folder, d
         ids = np.concatenate([block.ids for block, *_ in parts])
         assert sorted(ids.tolist()) == list(range(ids.min(), ids.min() + n))  # every row read once
         assert sum(int(aside.sum()) + len(features) for *_, aside, features in parts) == n
-        for *_, aside, features in parts:
+        for block, _, aside, features in parts:
             assert features.shape == (int((~aside).sum()), width)
             assert np.isfinite(features).all()
+            # the PCA's moments, summed exactly from the codes, are those of the float32 features
+            rows, mean, scatter = model.moments_block(block)
+            expected = block_moments(features)
+            assert rows == expected[0]
+            np.testing.assert_allclose(mean, expected[1], atol=1e-5)
+            np.testing.assert_allclose(scatter, expected[2], atol=1e-5 * max(1.0, np.abs(expected[2]).max()))
         invalid = sum(invalid for _, invalid, *_ in parts)
         for spec in specs:
             if spec.name not in counts:
