@@ -31,7 +31,7 @@ from . import __version__, decompose, segmenters
 from ._estimators import load_fitted, save_fitted
 from .clean import KeptRows
 from .cluster import Clustered
-from .codes import Codebook
+from .codes import BLOCK_MAGIC, Codebook
 from .config import ConfigError, JobConfig
 from .encode import Encoder
 from .io import FirstPass
@@ -65,6 +65,7 @@ def checkpoint_key(config: JobConfig, attributes_text: str, storage_options: dic
     shaping = {k: v for k, v in config.to_dict().items() if k not in _NOT_SHAPING}
     description = {
         "segmentation": __version__,
+        "scratch": BLOCK_MAGIC.decode().strip(),  # the block files' format
         "inputs": {t: input_fingerprint(p, storage_options) for t, p in input_paths(config).items()},
         "attributes": attributes_text,
         "config": shaping,

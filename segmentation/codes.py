@@ -13,6 +13,7 @@ read pass went from 18.7 s to 11.6 s and the statistics pass from 3.3 s to 2.0 s
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import fsspec
@@ -357,8 +358,13 @@ class Codebook:
 
 
 # ---------------------------------------------------------------------------------------------- storage
-# Blocks are .npz files (no pickle: ``allow_pickle=False`` on load). Columns without a domain travel as
-# int64 nanoseconds (dates, NaT included) or float64 with NaN (numbers without listed codes).
+# A block file is its arrays end to end after a short header: the magic line, the header's length, and a
+# JSON list of each array's name, dtype and shape (plain numeric dtypes only: nothing is ever unpickled).
+# Columns without a domain travel as int64 nanoseconds (dates, NaT included) or float64 with NaN (numbers
+# without listed codes). Every later pass loads every block, so the format is the cheapest to write and
+# read: 9.0 and 1.2 ms a real-size block (9.9 MB), against 22.9 and 7.7 ms as .npz (a zip container that
+# checksums every byte and copies it through its pieces).
+BLOCK_MAGIC = b"SEGMENTATION-BLOCK-1\n"
 
 
 def save_block(block: CodedBlock, path: str, storage_options: dict | None = None) -> None:
@@ -370,21 +376,42 @@ def save_block(block: CodedBlock, path: str, storage_options: dict | None = None
             arrays[f"rest{i}"] = values.to_numpy(dtype="datetime64[ns]").view("int64")
         else:
             arrays[f"rest{i}"] = values.to_numpy(dtype="float64", na_value=np.nan)
+    arrays = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
+    header = json.dumps([[name, a.dtype.str, list(a.shape)] for name, a in arrays.items()]).encode()
     with fsspec.open(path, "wb", **(storage_options or {})) as handle:
-        np.savez(handle, **arrays)
+        handle.write(BLOCK_MAGIC + len(header).to_bytes(8, "little") + header)
+        for array in arrays.values():
+            handle.write(memoryview(array).cast("B"))
 
 
 def load_block(path: str, rest_dtypes: dict, storage_options: dict | None = None) -> CodedBlock:
     """Read a block ``save_block`` wrote; ``rest_dtypes`` is ``Codebook.rest_dtypes``."""
-    with (
-        fsspec.open(path, "rb", **(storage_options or {})) as handle,
-        np.load(handle, allow_pickle=False) as data,
-    ):
-        ids, positions = data["ids"], data["positions"]
-        rest = {}
-        for i, (column, dtype) in enumerate(rest_dtypes.items()):
-            values = data[f"rest{i}"]
-            rest[column] = (
-                values.view("datetime64[ns]") if values.dtype.kind == "i" else pd.Series(values).astype(dtype)
-            )
+    with fsspec.open(path, "rb", **(storage_options or {})) as handle:
+        if handle.read(len(BLOCK_MAGIC)) != BLOCK_MAGIC:
+            raise ValueError(f"{path}: not a coded block")
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        data = {}
+        for name, dtype, shape in header:
+            dtype = np.dtype(dtype)
+            if dtype.kind not in "biuf":
+                raise ValueError(f"{path}: array {name} has dtype {dtype}, not a number")
+            data[name] = np.empty(shape, dtype=dtype)
+            read_into(handle, memoryview(data[name]).cast("B"), path)
+    ids, positions = data["ids"], data["positions"]
+    rest = {}
+    for i, (column, dtype) in enumerate(rest_dtypes.items()):
+        values = data[f"rest{i}"]
+        rest[column] = (
+            values.view("datetime64[ns]") if values.dtype.kind == "i" else pd.Series(values).astype(dtype)
+        )
     return CodedBlock(ids, positions, pd.DataFrame(rest, index=pd.RangeIndex(len(ids))))
+
+
+def read_into(handle, buffer: memoryview, path: str) -> None:
+    """Fill ``buffer`` from ``handle`` (``readinto`` may return less than asked, e.g. from object storage)."""
+    done = 0
+    while done < len(buffer):
+        n = handle.readinto(buffer[done:])
+        if not n:
+            raise ValueError(f"{path}: ends {len(buffer) - done} bytes early")
+        done += n

@@ -18,7 +18,7 @@ import numpy as np
 from distributed import as_completed
 from fsspec.core import url_to_fs
 
-from .codes import load_block
+from .codes import load_block, read_into
 
 # k-means reads coordinates in chunks of about this size (``Coordinates.array``).
 KMEANS_CHUNK_BYTES = 32 * 2**20
@@ -32,7 +32,7 @@ def scratch_folder(work: str, name: str, storage_options: dict) -> str:
     return folder
 
 
-def block_paths(folder: str, n: int, suffix: str = "npz") -> list[str]:
+def block_paths(folder: str, n: int, suffix: str = "block") -> list[str]:
     """The paths of ``n`` numbered block files in ``folder``, in row order."""
     return [f"{folder}/{i:05d}.{suffix}" for i in range(n)]
 
@@ -140,7 +140,7 @@ def load_arrays(paths: list[str], storage_options: dict) -> np.ndarray:
             if shape[1:] != columns or file_dtype != dtype:
                 raise ValueError(f"{path}: {file_dtype}{shape}, not {dtype}(n, {columns}) like {paths[0]}")
             if n:  # a block whose rows were all set aside holds none
-                _read_into(handle, memoryview(out[start : start + n]).cast("B"), path)
+                read_into(handle, memoryview(out[start : start + n]).cast("B"), path)
             start += n
     return out
 
@@ -155,16 +155,6 @@ def _npy_header(handle, path: str) -> tuple[tuple, tuple, np.dtype]:
     if fortran_order or dtype.hasobject or len(shape) < 1:
         raise ValueError(f"{path}: not a C-ordered numeric array")
     return shape, shape[1:], dtype
-
-
-def _read_into(handle, buffer: memoryview, path: str) -> None:
-    """Fill ``buffer`` from ``handle`` (``readinto`` may return less than asked, e.g. from object storage)."""
-    done = 0
-    while done < len(buffer):
-        n = handle.readinto(buffer[done:])
-        if not n:
-            raise ValueError(f"{path}: ends {len(buffer) - done} bytes early")
-        done += n
 
 
 def gather_rows(client, pieces: list, counts: list[int], n_columns: int) -> np.ndarray:

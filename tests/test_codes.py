@@ -80,16 +80,22 @@ def test_code_numbers_flags_values_outside_the_listed_codes(other_schema):
     assert (positions[:, others] == 7777).all()  # only the integer-coded columns are written
 
 
-def test_blocks_round_trip_through_npz(other_schema, typed, tmp_path):
+def test_blocks_round_trip_through_their_files(other_schema, typed, tmp_path):
     codebook = Codebook(other_schema)
     block = codebook.encode(typed)
     assert block.rest["SIGNUP"].isna().any()
-    path = str(tmp_path / "b.npz")
+    path = str(tmp_path / "b.block")
     save_block(block, path)
     loaded = load_block(path, codebook.rest_dtypes)
     np.testing.assert_array_equal(loaded.ids, block.ids)
     np.testing.assert_array_equal(loaded.positions, block.positions)
     pd.testing.assert_frame_equal(loaded.rest, block.rest)
+    data = open(path, "rb").read()
+    for spoiled, message in [(data[:-1], "ends 1 bytes early"), (b"PK" + data, "not a coded block")]:
+        with open(path, "wb") as handle:
+            handle.write(spoiled)
+        with pytest.raises(ValueError, match=message):
+            load_block(path, codebook.rest_dtypes)
 
 
 SENTINELS = """attribute,kind,codes,unknown_codes

@@ -28,8 +28,8 @@ def written(tmp_path):
 
 def test_block_paths_are_numbered_in_row_order(tmp_path):
     assert block_paths("s3://b/w/population", 2) == [
-        "s3://b/w/population/00000.npz",
-        "s3://b/w/population/00001.npz",
+        "s3://b/w/population/00000.block",
+        "s3://b/w/population/00001.block",
     ]
 
 
