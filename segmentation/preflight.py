@@ -88,10 +88,12 @@ def table_columns(
         fs, local = url_to_fs(path, **storage_options)
         try:
             dataset = pads.dataset(local, format="parquet", filesystem=fs)
-            names, rows = dataset.schema.names, dataset.count_rows()
+            # The first file with rows ends the search: counting every file's rows read each footer of a
+            # folder of files (0.3 s for the real-size population's 67, twice a run).
+            names, rows = dataset.schema.names, any(f.count_rows() for f in dataset.get_fragments())
         except (pa.ArrowException, OSError) as error:
             raise InputError(f"{path}: not a readable Parquet file ({error})") from None
-        if rows == 0:
+        if not rows:
             raise InputError(f"{path}: the Parquet file has columns but no rows")
     else:
         names = read_header(path, storage_options, sep)

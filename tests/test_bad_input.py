@@ -266,6 +266,23 @@ def test_corrupt_parquet(data, damage):
     assert_fails_cleanly(run(data, out.name, population=path), 3, str(path), *expected, out=out)
 
 
+def test_parquet_folder_without_rows_is_refused_and_one_with_rows_in_a_later_file_is_not(data):
+    from segmentation.preflight import InputError, table_columns
+    from segmentation.schema import load_schema
+
+    frame = pd.read_csv(data / "data" / "population.csv", sep=";", nrows=50)
+    folder = data / "population-empty-files.parquet"
+    folder.mkdir()
+    for i in range(3):
+        frame.iloc[:0].to_parquet(folder / f"part.{i}.parquet")
+    with pytest.raises(
+        InputError, match=r"population-empty-files\.parquet: the Parquet file has columns but no"
+    ):
+        table_columns(str(folder), load_schema(), "population")
+    frame.to_parquet(folder / "part.3.parquet")
+    assert table_columns(str(folder), load_schema(), "population") == list(frame.columns)
+
+
 def test_k_min_above_k_max_is_a_configuration_error_before_reading(data):
     started = time.perf_counter()
     result = cli(
