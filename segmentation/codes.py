@@ -105,6 +105,18 @@ def position_sums(positions, rows, columns, offsets, values, out):
 
 
 @numba.njit(nogil=True, cache=True)
+def add_code_rows(positions, rows, columns, offsets, table, out):
+    """``out[r, :] += table[offsets[c] + positions[rows[r], columns[c]], :]`` for every row and column
+    listed: one precomputed row per code of each column (a one-hot product without the one-hot)."""
+    for r in range(rows.shape[0]):
+        i = rows[r]
+        for c in range(columns.shape[0]):
+            source = offsets[c] + positions[i, columns[c]]
+            for f in range(table.shape[1]):
+                out[r, f] += table[source, f]
+
+
+@numba.njit(nogil=True, cache=True)
 def cross_products(left, right, out):
     """``out += left.T @ right`` in ``out``'s precision, without converting ``left`` (e.g. float32 rows
     against a few float64 columns)."""

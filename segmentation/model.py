@@ -12,7 +12,16 @@ import pandas as pd
 
 from . import decompose, segmenters
 from .clean import Cleaner
-from .codes import Codebook, CodedBlock, CodeIndex, cross_products, gather_rows, position_pairs, position_sums
+from .codes import (
+    Codebook,
+    CodedBlock,
+    CodeIndex,
+    add_code_rows,
+    cross_products,
+    gather_rows,
+    position_pairs,
+    position_sums,
+)
 from .encode import Encoder, encode_column
 from .scale import ImputeScaler
 from .schema import Schema, load_schema
@@ -148,18 +157,23 @@ class _MomentsPlan:
             np.arange(len(entries), dtype=np.intp),
         )
 
+    def values(self, block: CodedBlock, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shifted values of the small (float32) and large (float64) features of the rows ``kept``."""
+        small = np.empty((len(kept), len(self.small)), dtype=np.float32)
+        gather_rows(block.positions, kept, *self.small_gather, small)
+        large = np.empty((len(kept), len(self.large)), dtype=np.float64)
+        gather_rows(block.positions, kept, *self.large_gather, large)
+        for column, lookup, local in self.rest:
+            values = block.rest[lookup.codes.attribute.name].iloc[kept]
+            large[:, column] = lookup.imputed_of(values)[:, local] - lookup.mean[local]
+        return small, large
+
     def moments(self, block: CodedBlock, kept: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
         """(rows, mean, centred scatter) of the standardized features of the block's rows ``kept``."""
         n, n_features = len(kept), len(self.shift)
         if n == 0:
             return 0, np.zeros(n_features), np.zeros((n_features, n_features))
-        small = np.empty((n, len(self.small)), dtype=np.float32)
-        gather_rows(block.positions, kept, *self.small_gather, small)
-        large = np.empty((n, len(self.large)), dtype=np.float64)
-        gather_rows(block.positions, kept, *self.large_gather, large)
-        for column, lookup, local in self.rest:
-            values = block.rest[lookup.codes.attribute.name].iloc[kept]
-            large[:, column] = lookup.imputed_of(values)[:, local] - lookup.mean[local]
+        small, large = self.values(block, kept)
         table = self.dummy_table
         pairs = np.zeros((len(table), len(table)))
         position_pairs(block.positions, kept, self.group_columns, self.group_offsets, pairs)
@@ -203,6 +217,34 @@ class _MomentsPlan:
         mean = sums / n
         scatter = products - n * np.outer(mean, mean)
         return n, (mean + self.shift) / self.scale, scatter / np.outer(self.scale, self.scale)
+
+
+class _Projection:
+    """``(features - pca.mean_) @ pca.components_.T`` of a block's kept rows, from its codes as the
+    ``_MomentsPlan`` splits them: the small features in one float32 product, each categorical column's
+    dummies as one row added per code (its codes' coordinates, precomputed), the few large ones in a
+    product of their own. 0.03 vs 0.06 s a real-size block on one core (standardized features, then
+    the product over all 526), the same coordinates to float32 rounding."""
+
+    def __init__(self, plan: _MomentsPlan, pca):
+        self.plan, self.pca = plan, pca
+        components = np.asarray(pca.components_, dtype=np.float64)
+        weights = components / plan.scale  # per unit of a summed value
+        self.small = np.ascontiguousarray(weights[:, plan.small].T, dtype=np.float32)
+        self.large = np.ascontiguousarray(weights[:, plan.large].T, dtype=np.float32)
+        self.by_code = np.ascontiguousarray(plan.dummy_table @ weights[:, plan.dummies].T, dtype=np.float32)
+        self.bias = (weights @ plan.shift - components @ np.asarray(pca.mean_, dtype=np.float64)).astype(
+            np.float32
+        )
+
+    def project(self, block: CodedBlock, kept: np.ndarray) -> np.ndarray:
+        plan = self.plan
+        small, large = plan.values(block, kept)
+        out = small @ self.small
+        out += large.astype(np.float32) @ self.large
+        add_code_rows(block.positions, kept, plan.group_columns, plan.group_offsets, self.by_code, out)
+        out += self.bias
+        return out
 
 
 MEMBERSHIP = "membership_probability"  # the assignments' column of a segmenter with probabilities
@@ -336,12 +378,20 @@ class SegmentationModel:
 
     def reduced_block(self, block: CodedBlock) -> np.ndarray:
         """Coded block -> PCA coordinates of its kept rows."""
-        return self.pca.transform_array(self.features_block(block))
+        return self._reduced(block, self.set_aside_block(block))
+
+    def _reduced(self, block: CodedBlock, aside: np.ndarray) -> np.ndarray:
+        projection = self.__dict__.get("_projection")
+        if projection is None or projection.pca is not self.pca:  # built once per process and PCA
+            projection = self.__dict__["_projection"] = _Projection(
+                self.compile().__dict__["_moments"], self.pca
+            )
+        return projection.project(block, np.flatnonzero(~aside))
 
     def assign_block(self, block: CodedBlock, table: str) -> pd.DataFrame:
         """Coded block -> ``LNR, table, segment`` for every row (set-aside rows included)."""
-        aside, features = self.standardize_block(block)
-        labels, probability = segment_of(self.segmenter, self.pca.transform_array(features))
+        aside = self.set_aside_block(block)
+        labels, probability = segment_of(self.segmenter, self._reduced(block, aside))
         return assignments(block.ids, aside, labels, table, probability)
 
     def standardize_partition(self, raw: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import pytest
 
 import segmentation.model as model_module
 from segmentation.clean import Cleaner, partition_missing_counts, unknown_to_missing
-from segmentation.decompose import block_moments
+from segmentation.decompose import block_moments, make_pca
 from segmentation.encode import Encoder
 from segmentation.io import _csv_dtypes, normalize_partition, read_header
 from segmentation.model import SegmentationModel
@@ -78,6 +78,29 @@ def test_moments_from_codes_equal_the_float64_chain(tmp_path, other_schema, monk
     assert rows == n
     np.testing.assert_allclose(ours_mean, mean, rtol=0, atol=1e-9)
     np.testing.assert_allclose(ours_scatter, scatter, rtol=0, atol=1e-9 * np.abs(scatter).max())
+
+
+@pytest.mark.parametrize("solver", ["gram", "tsqr"])
+@pytest.mark.parametrize("vendor", ["arvato", "other"])
+def test_coordinates_from_codes_equal_the_projection_of_the_features(tmp_path, other_schema, vendor, solver):
+    if vendor == "arvato":
+        generate(tmp_path, rows=3000, customers_rows=10, mailout_rows=10, seed=5)
+        schema = load_schema()
+        path = tmp_path / "population.csv"
+        raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
+    else:
+        schema, raw = other_schema, other_vendor_frame(3000, seed=7)
+    typed = normalize_partition(raw, schema, "x", strict=False)
+    model, _, _ = fitted_chain(schema, typed)
+    block = model.codebook.encode(typed)
+    features = model.features_block(block)
+    model.pca = make_pca(solver, 0.95).fit(features)
+    expected = model.pca.transform_array(features)
+    coordinates = model.reduced_block(block)
+    assert coordinates.dtype == np.float32 and coordinates.shape == expected.shape
+    np.testing.assert_allclose(coordinates, expected, rtol=0, atol=2e-5 * np.abs(expected).max())
+    model.pca = make_pca(solver, 3).fit(features)  # another PCA: the projection follows it
+    np.testing.assert_allclose(model.reduced_block(block), model.pca.transform_array(features), atol=1e-4)
 
 
 def test_missing_scaler_feature_is_an_error(other_schema):
