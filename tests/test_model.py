@@ -47,6 +47,19 @@ def test_lookup_equals_estimator_chain_on_other_vendor(other_schema):
     np.testing.assert_allclose(features, reference, atol=1e-6)
 
 
+def vendor_rows(vendor: str, folder, other_schema, seed: int):
+    """(schema, typed frame of 3,000 rows): generated Arvato rows, or the other vendor's."""
+    if vendor == "other":
+        return other_schema, normalize_partition(
+            other_vendor_frame(3000, seed=seed), other_schema, "x", False
+        )
+    generate(folder, rows=3000, customers_rows=10, mailout_rows=10, seed=seed)
+    schema = load_schema()
+    path = folder / "population.csv"
+    raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
+    return schema, normalize_partition(raw, schema, str(path), strict=False)
+
+
 def float64_moments(schema, typed):
     """The fitted chain and the moments of its standardized features of the kept rows, in float64."""
     model, kept, _ = fitted_chain(schema, typed)
@@ -61,14 +74,7 @@ def float64_moments(schema, typed):
 @pytest.mark.parametrize("vendor", ["arvato", "other"])
 def test_moments_from_codes_equal_the_float64_chain(tmp_path, other_schema, monkeypatch, vendor, exact_limit):
     monkeypatch.setattr(model_module, "_EXACT_LIMIT", exact_limit)
-    if vendor == "arvato":
-        generate(tmp_path, rows=3000, customers_rows=10, mailout_rows=10, seed=4)
-        schema = load_schema()
-        path = tmp_path / "population.csv"
-        raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
-    else:
-        schema, raw = other_schema, other_vendor_frame(3000, seed=6)
-    typed = normalize_partition(raw, schema, "x", strict=False)
+    schema, typed = vendor_rows(vendor, tmp_path, other_schema, seed=4)
     model, (n, mean, scatter) = float64_moments(schema, typed)
     plan = model.compile().__dict__["_moments"]
     # every way of summing is taken: dummies by code, small whole values in float32, the rest in float64
@@ -83,14 +89,7 @@ def test_moments_from_codes_equal_the_float64_chain(tmp_path, other_schema, monk
 @pytest.mark.parametrize("solver", ["gram", "tsqr"])
 @pytest.mark.parametrize("vendor", ["arvato", "other"])
 def test_coordinates_from_codes_equal_the_projection_of_the_features(tmp_path, other_schema, vendor, solver):
-    if vendor == "arvato":
-        generate(tmp_path, rows=3000, customers_rows=10, mailout_rows=10, seed=5)
-        schema = load_schema()
-        path = tmp_path / "population.csv"
-        raw = pd.read_csv(path, sep=";", dtype=_csv_dtypes(schema, read_header(str(path))))
-    else:
-        schema, raw = other_schema, other_vendor_frame(3000, seed=7)
-    typed = normalize_partition(raw, schema, "x", strict=False)
+    schema, typed = vendor_rows(vendor, tmp_path, other_schema, seed=5)
     model, _, _ = fitted_chain(schema, typed)
     block = model.codebook.encode(typed)
     features = model.features_block(block)
