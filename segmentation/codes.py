@@ -129,8 +129,9 @@ def cross_products(left, right, out):
 
 @numba.njit(nogil=True, cache=True)
 def position_pairs(positions, rows, columns, offsets, out):
-    """``out[a, b] += 1`` for the codes a of column c and b of column d (``offsets`` as above) of every
-    row, for each pair of listed columns c <= d: every contingency table of those columns, upper part."""
+    """``out[a, b] += 1`` for the codes a of column c and b of column d (``offsets`` as in
+    ``position_sums``) of every row, for each pair of listed columns c <= d: every contingency table of
+    those columns, upper part."""
     for r in range(rows.shape[0]):
         i = rows[r]
         for c in range(columns.shape[0]):
