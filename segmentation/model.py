@@ -79,6 +79,19 @@ _EXACT_REACH = 32
 _EXACT_LIMIT = 2**24
 
 
+def _gather_arguments(tables: list[tuple[int, np.ndarray]], dtype, columns: list[int] | None = None) -> tuple:
+    """``gather_rows``' (source, offset, flat, columns) for per-position tables of features: feature f reads
+    ``flat[offset[f] + position in its source column]`` into output column ``columns[f]`` (default f)."""
+    offsets = np.cumsum([0] + [len(values) for _, values in tables])[:-1]
+    flat = [values for _, values in tables]
+    return (
+        np.asarray([j for j, _ in tables], dtype=np.intp),
+        np.asarray(offsets, dtype=np.int64),
+        np.concatenate(flat).astype(dtype) if flat else np.zeros(0, dtype=dtype),
+        np.asarray(range(len(tables)) if columns is None else columns, dtype=np.intp),
+    )
+
+
 class _MomentsPlan:
     """How ``SegmentationModel.moments_block`` sums a block's standardized features exactly, from its codes.
 
@@ -147,14 +160,9 @@ class _MomentsPlan:
 
     @staticmethod
     def _gather(entries: list, dtype) -> tuple:
-        """``gather_rows`` arguments for these features, as columns 0.. of the output."""
-        offsets = np.cumsum([0] + [len(values) for *_, values in entries])[:-1]
-        flat = [np.asarray(values, dtype=np.float64) - shift for _, _, shift, values in entries]
-        return (
-            np.asarray([j for _, j, _, _ in entries], dtype=np.intp),
-            np.asarray(offsets, dtype=np.int64),
-            np.concatenate(flat).astype(dtype) if flat else np.zeros(0, dtype=dtype),
-            np.arange(len(entries), dtype=np.intp),
+        """``gather_rows`` arguments for these features, shifted, as columns 0.. of the output."""
+        return _gather_arguments(
+            [(j, np.asarray(v, dtype=np.float64) - shift) for _, j, shift, v in entries], dtype
         )
 
     def values(self, block: CodedBlock, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -323,23 +331,21 @@ class SegmentationModel:
             )
             first = names.index(features[0])
             lookups.append(_ColumnLookup(index, slice(first, first + len(features)), self.scaler, features))
-        coded = [lookup for lookup in lookups if lookup.table is not None]
-        # One gather for every coded feature: feature f reads flat[offset[f] + position of its column].
-        source, offset, columns, flat, start = [], [], [], [], 0
-        for lookup in coded:
-            j = codebook.column_index[lookup.codes.attribute.name]
-            for local, feature in enumerate(range(lookup.features.start, lookup.features.stop)):
-                source.append(j)
-                offset.append(start)
-                columns.append(feature)
-                flat.append(lookup.table[:, local])
-                start += len(lookup.table)
+        # One gather for every coded feature, each to its own column of the standardized features.
+        tables, columns = [], []
+        for lookup in lookups:
+            if lookup.table is not None:
+                j = codebook.column_index[lookup.codes.attribute.name]
+                for local, feature in enumerate(range(lookup.features.start, lookup.features.stop)):
+                    tables.append((j, lookup.table[:, local]))
+                    columns.append(feature)
+        source, offset, flat, columns = _gather_arguments(tables, np.float32, columns)
         self.__dict__["_moments"] = _MomentsPlan(lookups, codebook, self.scaler)
         self.__dict__["_gather"] = (
-            np.asarray(source, dtype=np.intp),
-            np.asarray(offset, dtype=np.int64),
-            np.asarray(columns, dtype=np.intp),
-            np.concatenate(flat) if flat else np.zeros(0, dtype="float32"),
+            source,
+            offset,
+            columns,
+            flat,
             [lookup for lookup in lookups if lookup.table is None],
         )
         return self
