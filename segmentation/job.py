@@ -295,13 +295,15 @@ def _run_stages(
         )
         prepared.sample = None  # 125 MB at the real size, not needed any more
     with session.stage("assign"):
-        frames = {
+        url, storage = folder.url_for(ASSIGNMENTS), session.profile.storage_options
+        parts = {
             name: table_assignments(
-                model, name, prepared.blocks[name], prepared.coordinates if name == "population" else None
+                model, name, prepared.blocks[name], url, storage,
+                prepared.coordinates if name == "population" else None,
             )
             for name in prepared.tables
-        }
-        computed = write_assignments(frames, folder.url_for(ASSIGNMENTS), session.profile.storage_options)
+        }  # fmt: skip
+        computed = write_assignments(parts, url, storage)
     with session.stage("compare"):
         segments = segment_names(int(model.segmenter.n_clusters))
         counts = {name: computed[name].reindex(segments, fill_value=0) for name in prepared.tables}
