@@ -20,7 +20,7 @@ from fsspec.core import url_to_fs
 from .io import read_table
 from .model import MEMBERSHIP, SegmentationModel, segment_names
 from .progress import LocalTaskCounter, StageDisplay
-from .scratch import Blocks, Coordinates, call_method, load_arrays
+from .scratch import Blocks, Coordinates, load_arrays
 
 TABLES = ("population", "customers", "mailout_train", "mailout_test")
 
@@ -54,7 +54,9 @@ def table_assignments(
     if coordinates is None:
         each = [(name, file, storage_options, None) for file in files]
     else:
-        each = [(name, file, storage_options, path) for file, path in zip(files, coordinates.paths, strict=True)]
+        each = [
+            (name, file, storage_options, path) for file, path in zip(files, coordinates.paths, strict=True)
+        ]
     return blocks.map(_assign_and_write, shared, each=each)
 
 
@@ -71,9 +73,7 @@ def _assign_and_write(
     return frame["segment"].value_counts()
 
 
-def write_assignments(
-    parts: dict[str, list], url: str, storage_options: dict
-) -> dict[str, pd.Series]:
+def write_assignments(parts: dict[str, list], url: str, storage_options: dict) -> dict[str, pd.Series]:
     """Compute ``table_assignments`` of every table in one computation (the dataset's files are written by
     the workers, a task per block, with no graph of Dask DataFrame steps around them: 81 tasks at the real
     size, not 579); returns the rows per segment of each table."""
