@@ -17,7 +17,7 @@ import os
 import posixpath
 import re
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_BLOCKSIZE = 16_000_000  # dask splits into blocks of 1-2x this: ~13k-26k Arvato rows
 _UNNAMED = ("", "Unnamed: 0", "index")
+_INDEX = "__index__"  # the name a leading unnamed index column is read under, then dropped
 
 
 class _HideInputErrors(logging.Filter):
@@ -71,12 +72,11 @@ def hide_input_errors_in_worker_log() -> None:
 
 @dataclass
 class Table:
-    """A table read lazily: the typed frame, and the per-column count of values that were invalid."""
+    """A table read lazily: its partitions, and on first use the typed frame and the per-column count of
+    values that were invalid (Dask DataFrames; the job's read pass codes ``parts`` without them)."""
 
     name: str
     paths: list[str]
-    frame: dd.DataFrame
-    invalid_counts: dd.Series
     extra_columns: list[str] = field(default_factory=list)
     # Per partition: (source file, Delayed ``CsvBlocks`` or ``ParquetRowGroups`` of the file, selecting the
     # schema's columns, and the partition's number in it), for the read pass to read it in its own task.
@@ -85,6 +85,22 @@ class Table:
     strict: bool = False
     # Columns of the file that the schema does not know: read past, listed in run.json.
     ignored_columns: list[str] = field(default_factory=list)
+    # () -> (frame, invalid_counts): building them costs 0.5 s a table (dask-expr, pandas metadata)
+    frames: Callable[[], tuple[dd.DataFrame, dd.Series]] | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def _frames(self) -> tuple[dd.DataFrame, dd.Series]:
+        return self.frames()
+
+    @property
+    def frame(self) -> dd.DataFrame:
+        """The typed frame: the schema's columns, invalid values missing."""
+        return self._frames[0]
+
+    @property
+    def invalid_counts(self) -> dd.Series:
+        """Per column, the number of values that were neither valid nor an unknown code."""
+        return self._frames[1]
 
     def read_part(self, i: int) -> pa.Table:
         """Partition ``i`` as parsed, of the schema's columns, read now in this process."""
@@ -340,26 +356,35 @@ def _read_part(parts: CsvBlocks | ParquetRowGroups, i: int) -> pd.DataFrame:
     return parts.read(i).to_pandas()
 
 
-def _read_csv(path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str):
+def _csv_blocks(
+    path: str, schema: Schema, table: str, storage_options: dict, blocksize, sep: str
+) -> CsvBlocks:
     names = table_columns(path, schema, table, storage_options, sep)
-    leading_index = names[0] in _UNNAMED
-    if leading_index:
-        names = ["__index__"] + names[1:]
+    if names[0] in _UNNAMED:
+        names = [_INDEX] + names[1:]
     dtypes = _csv_dtypes(schema, names)
     if blocksize is None or str(path).endswith((".gz", ".bz2", ".xz", ".zip")):
         spans = [(0, None)]  # compressed files cannot be split
     else:
         fs, local = url_to_fs(path, **storage_options)
         spans = _byte_spans(fs.size(local), int(blocksize))
-    blocks = CsvBlocks(str(path), names, dtypes, sep, storage_options, spans)
-    empty = pd.read_csv(io.StringIO(sep.join(names) + "\n"), sep=sep, dtype=dtypes)
-    shared = dask.delayed(blocks, traverse=False)
-    raw = dd.from_delayed(
-        [dask.delayed(_read_part)(shared, i) for i in range(len(blocks))], meta=empty, verify_meta=False
+    return CsvBlocks(str(path), names, dtypes, sep, storage_options, spans)
+
+
+def _csv_frame(blocks: CsvBlocks) -> dd.DataFrame:
+    """The file's blocks as a Dask DataFrame of their columns as parsed (a leading unnamed index dropped)."""
+    empty = pd.read_csv(
+        io.StringIO(blocks.sep.join(blocks.names) + "\n"), sep=blocks.sep, dtype=blocks.dtypes
     )
-    if leading_index:
-        raw = raw.drop(columns="__index__")
-    return raw, blocks
+    raw = _partitions_frame(blocks, empty)
+    return raw.drop(columns=_INDEX) if _INDEX in blocks.names else raw
+
+
+def _partitions_frame(parts: CsvBlocks | ParquetRowGroups, meta: pd.DataFrame) -> dd.DataFrame:
+    shared = dask.delayed(parts, traverse=False)
+    return dd.from_delayed(
+        [dask.delayed(_read_part)(shared, i) for i in range(len(parts))], meta=meta, verify_meta=False
+    )
 
 
 @contextmanager
@@ -387,9 +412,9 @@ def _read_row_group(piece: tuple[str, int, str], fs: fsspec.AbstractFileSystem) 
         raise InputError(f"{shown}: row group {group}: unreadable Parquet data ({reason})") from None
 
 
-def _read_parquet(path: str, storage_options: dict):
-    """A Parquet file or folder as one task per row group (as ``_read_csv`` does per block). Only the
-    footers are read here."""
+def _parquet_groups(path: str, storage_options: dict) -> tuple[ParquetRowGroups, pd.DataFrame]:
+    """A Parquet file or folder as one task per row group (as ``_csv_blocks`` per block), and its columns
+    as a zero-row frame. Only the footers are read here."""
     fs, local = url_to_fs(path, **storage_options)
     dataset = pads.dataset(local, format="parquet", filesystem=fs)
     folder = fs.isdir(local)
@@ -398,14 +423,7 @@ def _read_parquet(path: str, storage_options: dict):
         for f in dataset.get_fragments()
         for g in f.row_groups
     ]
-    groups = ParquetRowGroups(fs, pieces)
-    shared = dask.delayed(groups, traverse=False)
-    raw = dd.from_delayed(
-        [dask.delayed(_read_part)(shared, i) for i in range(len(groups))],
-        meta=dataset.schema.empty_table().to_pandas(),
-        verify_meta=False,
-    )
-    return raw, groups
+    return ParquetRowGroups(fs, pieces), dataset.schema.empty_table().to_pandas()
 
 
 def read_table(
@@ -427,53 +445,59 @@ def read_table(
     """
     storage_options = dict(storage_options or {})
     paths = expand_paths(path, storage_options)
-    raws, ignored = [], []
+    files, ignored = [], []
     for file in paths:
         if is_parquet(file):
             table_columns(file, schema, table, storage_options)
-            raw, parsed = _read_parquet(file, storage_options)
+            parsed, empty = _parquet_groups(file, storage_options)
+            names = list(empty.columns)
         else:
             # The parse tasks themselves, so the job's own pass skips dask's conversion of text columns.
-            raw, parsed = _read_csv(file, schema, table, storage_options, blocksize, sep)
-        unknown = [c for c in raw.columns if c not in schema]
+            parsed, empty = _csv_blocks(file, schema, table, storage_options, blocksize, sep), None
+            names = [n for n in parsed.names if n != _INDEX]
+        unknown = [c for c in names if c not in schema]
         if unknown:
             logger.warning(
                 "%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5]
             )
             ignored += [c for c in unknown if c not in ignored]
-        keep = [c for c in raw.columns if c in schema]
-        raw = raw[keep]
-        raws.append((file, raw, parsed))
-    columns = [c for c in schema.columns(table) if all(c in r.columns for _, r, _ in raws)]
-    frames, invalids, parts = [], [], []
-    for file, raw, parsed in raws:
-        raw = raw[columns]
+        files.append((file, parsed, empty, [c for c in names if c in schema]))
+    columns = [c for c in schema.columns(table) if all(c in kept for *_, kept in files)]
+    parts = []
+    for file, parsed, _, _ in files:
         selected = dask.delayed(replace(parsed, columns=columns), traverse=False)
         parts += [(file, selected, i) for i in range(len(parsed))]
-        if not validate:
-            meta = empty_typed_frame(schema, columns)
-            frames.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
+    extras = [c for c in columns if schema[c].kind == "extra"]
+
+    def frames() -> tuple[dd.DataFrame, dd.Series]:
+        typed, invalids = [], []
+        for file, parsed, empty, _ in files:
+            raw = (_csv_frame(parsed) if empty is None else _partitions_frame(parsed, empty))[columns]
+            if not validate:
+                meta = empty_typed_frame(schema, columns)
+                typed.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
+                invalids.append(
+                    raw.map_partitions(
+                        lambda p: pd.DataFrame({c: [0] for c in p.columns}),
+                        meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}),
+                    )
+                )
+                continue
+            frame = raw.map_partitions(
+                normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns)
+            )
+            typed.append(frame)
+            counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
             invalids.append(
-                raw.map_partitions(
-                    lambda p: pd.DataFrame({c: [0] for c in p.columns}),
-                    meta=pd.DataFrame({c: pd.Series(dtype="int64") for c in columns}),
+                dd.map_partitions(
+                    invalid_value_counts, raw, frame, schema, meta=counts_meta, align_dataframes=False
                 )
             )
-            continue
-        typed = raw.map_partitions(
-            normalize_partition, schema, file, strict, meta=empty_typed_frame(schema, columns)
-        )
-        frames.append(typed)
-        counts_meta = pd.DataFrame({c: pd.Series(dtype="int64") for c in columns})
-        invalids.append(
-            dd.map_partitions(
-                invalid_value_counts, raw, typed, schema, meta=counts_meta, align_dataframes=False
-            )
-        )
-    frame = frames[0] if len(frames) == 1 else dd.concat(frames)
-    invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
-    extras = [c for c in columns if schema[c].kind == "extra"]
-    return Table(table, paths, frame, invalid, extras, parts, validate, strict, ignored)
+        frame = typed[0] if len(typed) == 1 else dd.concat(typed)
+        invalid = (invalids[0] if len(invalids) == 1 else dd.concat(invalids)).sum()
+        return frame, invalid
+
+    return Table(table, paths, extras, parts, validate, strict, ignored, frames)
 
 
 def code_partition(

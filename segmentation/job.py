@@ -185,6 +185,7 @@ def _prepare(config: JobConfig, schema: Schema, session, checkpoints: Checkpoint
             name: read_table(path, schema, name, storage, config.blocksize, config.strict, config.sep)
             for name, path in input_paths(config).items()
         }
+        session.workers_prepared()
         if "read" in resumed:
             blocks, first_pass = checkpoint.load_read(checkpoints, codebook, storage)
         else:

@@ -227,6 +227,8 @@ class ClusterSession:
         mode = "auto" if show_progress is None else ("bars" if show_progress else "off")
         self._display = StageDisplay(mode, self._counts)
         self._memory = _MemorySampler(client)
+        self._preparing: threading.Thread | None = None
+        self._prepare_error: BaseException | None = None
 
     @property
     def dashboard_link(self) -> str | None:
@@ -325,13 +327,34 @@ class ClusterSession:
             logger.warning("could not write the performance report %s: %s", path, error)
 
     def prepare_workers(self) -> None:
-        """Import the job's modules on every worker before the first pass. Otherwise each worker imports
-        them while its first tasks queue up, and one worker then held 1.0-1.2 GB for a few seconds in 3 of
-        5 real-size runs (in none of 4 with this). Also keeps an expected ``InputError`` out of the
-        workers' log (the client prints its one line)."""
-        self.client.run(_prepare_worker)
-        if isinstance(self.cluster, LocalCluster):  # its nannies wait for their workers' processes to end
-            self.client.run(no_collection_at_exit)
+        """Start importing the job's modules on every worker, in the background; ``workers_prepared`` waits.
+
+        Otherwise each worker imports them while its first tasks queue up, and one worker then held
+        1.0-1.2 GB for a few seconds in 3 of 5 real-size runs (in none of 4 with this). In the background,
+        so that the client meanwhile imports its own modules and lays out the tables (the workers' imports
+        took 1.4 s of a job's first 5 s, with the client waiting). Also keeps an expected ``InputError`` out
+        of the workers' log (the client prints its one line). Calling it again does nothing."""
+        if self._preparing is None:
+            self._preparing = threading.Thread(
+                target=self._prepare, name="segmentation-prepare-workers", daemon=True
+            )
+            self._preparing.start()
+
+    def _prepare(self) -> None:
+        try:
+            self.client.run(_prepare_worker)
+            if isinstance(self.cluster, LocalCluster):  # its nannies wait for their workers' processes to end
+                self.client.run(no_collection_at_exit)
+        except BaseException as error:  # noqa: BLE001 - raised again by workers_prepared, in the caller
+            self._prepare_error = error
+
+    def workers_prepared(self) -> None:
+        """Wait for ``prepare_workers`` (started now if it was not); raise what it raised."""
+        self.prepare_workers()
+        self._preparing.join()
+        if self._prepare_error is not None:
+            error, self._prepare_error = self._prepare_error, None
+            raise error
 
     def describe(self) -> dict[str, Any]:
         """What ran the job, for run.json.
@@ -384,9 +407,11 @@ def _peak_process_memory(dask_worker: Any, seconds: float) -> int:
 
 
 def _prepare_worker() -> None:
+    from .codes import warm_up_kernels
     from .io import hide_input_errors_in_worker_log
 
     importlib.import_module("segmentation.job")
+    warm_up_kernels()
     hide_input_errors_in_worker_log()
 
 
