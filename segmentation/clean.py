@@ -10,9 +10,9 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 from dask.sizeof import sizeof
@@ -24,6 +24,9 @@ from .codes import Codebook, CodedBlock, CodeIndex, code_indexes
 from .scale import merge_histograms
 from .schema import Schema
 from .scratch import Blocks
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 logger = logging.getLogger(__name__)
 

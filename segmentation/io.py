@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dask
-import dask.dataframe as dd
 import fsspec
 import numba
 import numpy as np
@@ -46,6 +46,9 @@ from .preflight import read_header as read_header
 from .preflight import table_columns
 from .schema import Attribute, Schema, canonical_code, format_codes
 from .scratch import Blocks, block_paths, scratch_folder
+
+if TYPE_CHECKING:  # imported where a frame is built: 0.45 s a process that only codes blocks never spends
+    import dask.dataframe as dd
 
 logger = logging.getLogger(__name__)
 
@@ -381,6 +384,8 @@ def _csv_frame(blocks: CsvBlocks) -> dd.DataFrame:
 
 
 def _partitions_frame(parts: CsvBlocks | ParquetRowGroups, meta: pd.DataFrame) -> dd.DataFrame:
+    import dask.dataframe as dd
+
     shared = dask.delayed(parts, traverse=False)
     return dd.from_delayed(
         [dask.delayed(_read_part)(shared, i) for i in range(len(parts))], meta=meta, verify_meta=False
@@ -470,6 +475,8 @@ def read_table(
     extras = [c for c in columns if schema[c].kind == "extra"]
 
     def frames() -> tuple[dd.DataFrame, dd.Series]:
+        import dask.dataframe as dd
+
         typed, invalids = [], []
         for file, parsed, empty, _ in files:
             raw = (_csv_frame(parsed) if empty is None else _partitions_frame(parsed, empty))[columns]
