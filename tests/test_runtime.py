@@ -741,3 +741,23 @@ def test_silencing_distributed_reaches_the_loggers_dask_gives_levels_of_their_ow
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+def _modules_loaded() -> list[str]:
+    return sorted(m for m in ("segmentation.job", "dask.dataframe") if m in sys.modules)
+
+
+def test_workers_are_prepared_in_the_background_and_the_wait_raises_what_it_met():
+    # The workers import the job's modules while the client goes on; the first pass waits for that. The
+    # job's modules leave dask.dataframe out (0.45 s a process): no pass builds a Dask DataFrame.
+    with open_cluster(load_profile(PROFILES / "local.yml"), show_progress=False) as session:
+        session.prepare_workers()
+        session.prepare_workers()  # once only
+        session.workers_prepared()
+        assert set(map(tuple, session.client.run(_modules_loaded).values())) == {("segmentation.job",)}
+        session._preparing = None
+        session.client.run = lambda *args, **kwargs: (_ for _ in ()).throw(OSError("worker gone"))
+        session.prepare_workers()
+        with pytest.raises(OSError, match="worker gone"):
+            session.workers_prepared()
+        session.workers_prepared()  # raised once, not again
