@@ -13,8 +13,6 @@ from pathlib import Path
 import dask
 import fsspec
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from ._estimators import tree_reduce
@@ -70,7 +68,7 @@ def _assign_and_write(
         reduced = load_arrays([coordinates], storage_options)
         frame = model.assign_reduced(block.ids, model.set_aside_block(block), reduced, table)
     with fsspec.open(file, "wb", **storage_options) as handle:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), handle)
+        frame.to_parquet(handle, index=False)
     return frame["segment"].value_counts()
 
 

@@ -455,18 +455,18 @@ def read_table(
         if is_parquet(file):
             table_columns(file, schema, table, storage_options)
             parsed, empty = _parquet_groups(file, storage_options)
-            names = list(empty.columns)
+            names, raw_frame = list(empty.columns), functools.partial(_partitions_frame, parsed, empty)
         else:
             # The parse tasks themselves, so the job's own pass skips dask's conversion of text columns.
-            parsed, empty = _csv_blocks(file, schema, table, storage_options, blocksize, sep), None
-            names = [n for n in parsed.names if n != _INDEX]
+            parsed = _csv_blocks(file, schema, table, storage_options, blocksize, sep)
+            names, raw_frame = [n for n in parsed.names if n != _INDEX], functools.partial(_csv_frame, parsed)
         unknown = [c for c in names if c not in schema]
         if unknown:
             logger.warning(
                 "%s: ignoring %d column(s) the schema does not know: %s", file, len(unknown), unknown[:5]
             )
             ignored += [c for c in unknown if c not in ignored]
-        files.append((file, parsed, empty, [c for c in names if c in schema]))
+        files.append((file, parsed, raw_frame, [c for c in names if c in schema]))
     columns = [c for c in schema.columns(table) if all(c in kept for *_, kept in files)]
     parts = []
     for file, parsed, _, _ in files:
@@ -478,8 +478,8 @@ def read_table(
         import dask.dataframe as dd
 
         typed, invalids = [], []
-        for file, parsed, empty, _ in files:
-            raw = (_csv_frame(parsed) if empty is None else _partitions_frame(parsed, empty))[columns]
+        for file, _, raw_frame, _ in files:
+            raw = raw_frame()[columns]
             if not validate:
                 meta = empty_typed_frame(schema, columns)
                 typed.append(raw.map_partitions(_restore_dtypes, meta, meta=meta))
