@@ -393,6 +393,20 @@ class Profile:
         """
         return _merge_storage_options(self.storage, os.environ)
 
+    def dask_overrides(self) -> dict[str, Any]:
+        """The top-level entries of Dask's configuration with the profile's ``dask:`` section merged in, for
+        ``dask.config.set`` (which replaces whatever a key holds, so mappings are merged with the current
+        values first)."""
+        current = dask.config.config
+        overrides = {}
+        for key, value in self.dask.items():
+            name = dask.config.canonical_name(key, current)
+            if isinstance(value, Mapping) and isinstance(current.get(name), Mapping):
+                overrides[name] = dask.config.merge(current[name], value)
+            else:
+                overrides[name] = value
+        return overrides
+
 
 _KINDS = {settings.kind: settings for settings in (LocalSettings, RemoteSettings, GenericSettings)}
 # Keys of every kind: ``kind``, and the fields of Profile that have a parser (source and cluster are not

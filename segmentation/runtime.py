@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -41,6 +41,7 @@ from distributed import performance_report as dask_performance_report
 from distributed.client import AllExit
 from distributed.core import Status
 
+from . import forkserver
 from .profile import GenericSettings, LocalSettings, Profile, ProfileError, RemoteSettings, load_profile
 from .progress import (
     StageDisplay,
@@ -88,22 +89,6 @@ class Stage:
         """Show ``text`` next to the stage's progress bar (e.g. the elbow's current k)."""
         if self.progress is not None:
             self.progress.detail(text)
-
-
-def _dask_config_overrides(section: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level entries of Dask's configuration with the profile's section merged in.
-
-    ``dask.config.set`` replaces whatever a key holds, so mappings are merged with the current values first.
-    """
-    current = dask.config.config
-    overrides = {}
-    for key, value in section.items():
-        name = dask.config.canonical_name(key, current)
-        if isinstance(value, Mapping) and isinstance(current.get(name), Mapping):
-            overrides[name] = dask.config.merge(current[name], value)
-        else:
-            overrides[name] = value
-    return overrides
 
 
 _interrupted = threading.Event()
@@ -522,7 +507,7 @@ def open_cluster(
     profile = load_profile(None) if profile is None else profile
     closing = _Closing()
     with ExitStack() as stack:
-        stack.enter_context(dask.config.set(_dask_config_overrides(profile.dask)))
+        stack.enter_context(dask.config.set(profile.dask_overrides()))
         stack.enter_context(_unretrieved_gather_waits_dropped())
         settings = profile.cluster
         # An interrupt while processes start is acted on once they have started and can be stopped:
@@ -674,7 +659,8 @@ def _start_local(
     if settings.processes:
         stack.enter_context(_main_hidden_from_workers())  # restored after the cluster has closed
     try:
-        with dask.config.set(local_worker_config()):
+        method = {"distributed.worker.multiprocessing-method": forkserver.start_method(profile)}
+        with dask.config.set({**local_worker_config(), **method}):
             cluster = LocalCluster(
                 n_workers=settings.n_workers,
                 threads_per_worker=settings.threads_per_worker,
