@@ -11,8 +11,8 @@ against 4.7-5.2 s, measured side by side).
 The server is started with the variables Dask sets before it starts a worker process
 (``distributed.nanny.pre-spawn-environ``: one thread for BLAS and OpenMP, glibc's trim threshold, the log
 level): they must be there before numpy is imported, so a worker forked from it has them as a spawned one
-does. ``start_method`` says whether a cluster of a profile can use it (the same variables, a local cluster
-of processes); else Dask spawns its workers as usual.
+does. The first local cluster started after it takes it (``take``) when its workers need the same
+variables; any other cluster's workers are spawned as usual.
 """
 
 from __future__ import annotations
@@ -28,12 +28,14 @@ import dask.config
 from .profile import LocalSettings, Profile
 from .progress import local_worker_config
 
-__all__ = ["start", "start_method", "worker_environment"]
+__all__ = ["start", "take", "worker_environment"]
 
 # What the server imports before it forks the first worker: the modules of every task of the job.
 PRELOAD = ["segmentation.job"]
 
-_started_with: dict[str, str] | None = None  # the variables the server was started with
+# This process's variables and the workers' when ``start`` started the server, until a cluster takes it.
+_waiting: tuple[dict[str, str], dict[str, str]] | None = None
+_started = False
 
 
 def worker_environment(profile: Profile) -> dict[str, str]:
@@ -46,31 +48,37 @@ def worker_environment(profile: Profile) -> dict[str, str]:
 
 def start(profile: Profile) -> None:
     """Start the fork server of ``profile``'s local worker processes, with the job's modules imported in it,
-    and return at once (it imports in the background). Nothing for a remote or generic cluster, a local one
-    of threads, where the platform has no fork server (Windows), or when it was started already."""
-    global _started_with
+    and return at once (it imports in the background). Once per process; nothing for a remote or generic
+    cluster, a local one of threads, or where the platform has no fork server (Windows)."""
+    global _waiting, _started
     settings = profile.cluster
     if (
-        _started_with is not None
+        _started
         or not isinstance(settings, LocalSettings)
         or not settings.processes
         or "forkserver" not in multiprocessing.get_all_start_methods()
     ):
         return
-    environment = worker_environment(profile)
+    own, environment = dict(os.environ), worker_environment(profile)
     multiprocessing.get_context("forkserver").set_forkserver_preload(PRELOAD)
     with _environ_set(environment):
         multiprocessing.forkserver.ensure_running()
-    _started_with = environment
+    _waiting, _started = (own, environment), True
 
 
-def start_method(profile: Profile) -> str:
-    """``"forkserver"`` when ``start`` started the server for worker processes with ``profile``'s variables and
-    Dask is set to spawn them (its default), else Dask's setting."""
+def take(profile: Profile) -> str:
+    """The start method of the worker processes of the local cluster of ``profile`` about to start:
+    ``"forkserver"`` for the first one after ``start``, when it started the server for ``profile``'s worker
+    variables, none of this process's variables of then has changed since (a forked worker has the server's,
+    a spawned one those of the moment) and Dask is set to spawn them (its default); else Dask's setting."""
+    global _waiting
+    waiting, _waiting = _waiting, None
     configured = dask.config.get("distributed.worker.multiprocessing-method")
-    if configured == "spawn" and _started_with is not None and _started_with == worker_environment(profile):
-        return "forkserver"
-    return configured
+    if configured != "spawn" or waiting is None:
+        return configured
+    own, environment = waiting
+    unchanged = all(os.environ.get(name) == value for name, value in own.items())
+    return "forkserver" if unchanged and environment == worker_environment(profile) else configured
 
 
 @contextmanager

@@ -659,7 +659,7 @@ def _start_local(
     if settings.processes:
         stack.enter_context(_main_hidden_from_workers())  # restored after the cluster has closed
     try:
-        method = {"distributed.worker.multiprocessing-method": forkserver.start_method(profile)}
+        method = {"distributed.worker.multiprocessing-method": forkserver.take(profile)}
         with dask.config.set({**local_worker_config(), **method}):
             cluster = LocalCluster(
                 n_workers=settings.n_workers,

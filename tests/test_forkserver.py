@@ -4,6 +4,7 @@ variables a spawned worker gets, and used only for the profile it was started fo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -38,8 +39,7 @@ SCRIPT = textwrap.dedent(
         from segmentation.runtime import open_cluster
         with open_cluster(profile, show_progress=False) as session:
             facts = list(session.client.run(worker_facts).values())
-        print(json.dumps({"server": server, "method": forkserver.start_method(profile), "own_omp": own_omp,
-                          "workers": facts}))
+        print(json.dumps({"server": server, "own_omp": own_omp, "workers": facts}))
     """
 )
 
@@ -56,7 +56,7 @@ def run_script(tmp_path, profile_text: str) -> dict:
 
 def test_local_workers_are_forked_from_the_server_with_the_job_imported_and_one_blas_thread(tmp_path):
     facts = run_script(tmp_path, "kind: local\nn_workers: 2\nmemory_limit: 1GiB\n")
-    assert facts["server"] and facts["method"] == "forkserver"
+    assert facts["server"]
     assert facts["own_omp"] is None  # the variables were the server's, not this process's
     assert len(facts["workers"]) == 2
     for worker in facts["workers"]:
@@ -64,6 +64,18 @@ def test_local_workers_are_forked_from_the_server_with_the_job_imported_and_one_
         assert worker["imported"]  # before any task asked for it
         assert worker["blas_threads"] == 1 and worker["omp"] == "1"
         assert worker["log_level"]
+
+
+def waiting_for(profile) -> tuple[dict, dict]:
+    """The state ``forkserver.start`` leaves for ``profile`` now (without starting a server)."""
+    return dict(os.environ), forkserver.worker_environment(profile)
+
+
+def test_the_server_goes_to_the_first_cluster_after_it_only(tmp_path, monkeypatch):
+    profile = load_profile(write_profile(tmp_path, "kind: local\nn_workers: 1\n"))
+    monkeypatch.setattr(forkserver, "_waiting", waiting_for(profile))
+    assert forkserver.take(profile) == "forkserver"
+    assert forkserver.take(profile) == "spawn"
 
 
 def test_a_profile_that_sets_other_worker_variables_gets_spawned_workers(tmp_path, monkeypatch):
@@ -83,16 +95,24 @@ def test_a_profile_that_sets_other_worker_variables_gets_spawned_workers(tmp_pat
             "other.yml",
         )
     )
-    monkeypatch.setattr(forkserver, "_started_with", forkserver.worker_environment(started))
-    assert forkserver.start_method(started) == "forkserver"
     assert forkserver.worker_environment(other)["OMP_NUM_THREADS"] == "2"
-    assert forkserver.start_method(other) == "spawn"
+    monkeypatch.setattr(forkserver, "_waiting", waiting_for(started))
+    assert forkserver.take(other) == "spawn"
+
+
+def test_a_variable_changed_after_the_server_started_gets_spawned_workers(tmp_path, monkeypatch):
+    profile = load_profile(write_profile(tmp_path, "kind: local\nn_workers: 1\n"))
+    monkeypatch.setenv("SEGMENTATION_TEST_VARIABLE", "when the server started")
+    monkeypatch.setattr(forkserver, "_waiting", waiting_for(profile))
+    monkeypatch.setenv("SEGMENTATION_TEST_VARIABLE", "changed since")
+    assert forkserver.take(profile) == "spawn"
 
 
 def test_no_server_for_threads_or_a_remote_cluster(tmp_path, monkeypatch):
-    monkeypatch.setattr(forkserver, "_started_with", None)
+    monkeypatch.setattr(forkserver, "_started", False)
+    monkeypatch.setattr(forkserver, "_waiting", None)
     for text in ("kind: local\nprocesses: false\n", "kind: remote\naddress: tcp://127.0.0.1:8786\n"):
         profile = load_profile(write_profile(tmp_path, text))
         forkserver.start(profile)
-        assert forkserver._started_with is None
-        assert forkserver.start_method(profile) == "spawn"
+        assert not forkserver._started and forkserver._waiting is None
+        assert forkserver.take(profile) == "spawn"
