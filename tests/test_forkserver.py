@@ -44,11 +44,21 @@ SCRIPT = textwrap.dedent(
 )
 
 
+WORKER_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
 def run_script(tmp_path, profile_text: str) -> dict:
     profile = write_profile(tmp_path, profile_text)
     script = write_profile(tmp_path, SCRIPT, "script.py")
+    # Without the variables an earlier cluster in this process left (Dask sets them here before it spawns).
+    environ = {name: value for name, value in os.environ.items() if name not in WORKER_VARIABLES}
     done = subprocess.run(
-        [sys.executable, str(script), str(profile)], capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, str(script), str(profile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=environ,
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
