@@ -412,6 +412,26 @@ def test_text_columns_read_as_numbers_as_pandas_reads_them(cells):
     np.testing.assert_allclose(finite, np.where(np.isinf(expected), np.nan, expected), rtol=3e-16)
 
 
+@pytest.mark.parametrize("words", [64, 2])
+def test_the_cells_that_are_not_whole_numbers_are_read_once_per_word(words, monkeypatch):
+    """Decimals, sentinels and text among whole numbers, more distinct ones than the compiled grouping takes
+    (``_WORDS``, made 2 to reach it with few): each cell gets the number pandas reads, and the invalid count
+    is the cells that are neither numbers nor the unknown code."""
+    import pyarrow as pa
+
+    from segmentation import io
+
+    monkeypatch.setattr(io, "_WORDS", words)
+    odd = (
+        [f"{i}.5" for i in range(40)] + [f"w{i}" for i in range(40)] + [" k.A. ", "k.A.", "unbekannt", "1e1"]
+    )
+    cells = [str(i % 7) for i in range(300)] + odd + odd[::-1] + [None, " 3.0 "]
+    numbers, invalid = io._text_numbers(pa.array(cells, type=pa.string()), ["unbekannt"])
+    expected = pd.to_numeric(pd.Series(cells, dtype=object), errors="coerce").to_numpy(dtype="float64")
+    np.testing.assert_array_equal(numbers, expected)
+    assert invalid == 2 * (40 + 2)  # w0..w39 and the two k.A., twice; not unbekannt, nor the missing cell
+
+
 def test_blocks_parsed_as_text_code_as_the_typed_parse_does(tmp_path):
     """Once a block of a file failed its typed parse, the process parses that file's later blocks as text
     (``_TEXT_FILES``): every block of a clean generated file, read either way, gives the same coded block
