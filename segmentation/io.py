@@ -668,8 +668,12 @@ def _text_numbers(text: pa.Array | pa.ChunkedArray, unknown: Iterable[str] = ())
     grouped = ids >= 0
     out[cells[grouped]] = values[ids[grouped]]
     bad = int(wrong[ids[grouped]].sum())
-    for i in cells[~grouped]:  # a column of more than _WORDS distinct words
-        out[i], wrong_cell = _read_word(bytes(data[offsets[i] : offsets[i + 1]]), unknown)
+    seen: dict[bytes, tuple[float, bool]] = {}
+    for i in cells[~grouped]:  # a column of more than _WORDS distinct words: still each word read once
+        raw = bytes(data[offsets[i] : offsets[i + 1]])
+        if raw not in seen:
+            seen[raw] = _read_word(raw, unknown)
+        out[i], wrong_cell = seen[raw]
         bad += wrong_cell
     return out, bad
 
