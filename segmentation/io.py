@@ -883,8 +883,9 @@ def _code_and_save(
     """Partition ``i`` of ``reader`` read, parsed, coded and saved at ``path``, in one task; returns ((missing
     counts, invalid counts), row ids). ``checks`` is (strict, validate)."""
     block, invalid = code_partition(reader.read(i), codebook, source, *checks)
+    missing = codebook.missing_counts(block)  # also each row's, saved with the block
     save_block(block, path, storage)
-    return (codebook.missing_counts(block), invalid), block.ids
+    return (missing, invalid), block.ids
 
 
 def _add_counts(*parts: tuple) -> tuple:

@@ -29,7 +29,12 @@ def test_missing_counts_and_row_missing_equal_the_recoded_frame(other_schema, ty
     assert counts.drop("__rows__").to_dict() == recoded[features].isna().sum().to_dict()
     assert counts["__rows__"] == len(typed)
     some = ["INCOME", "REGION", "SIGNUP"]
-    np.testing.assert_array_equal(codebook.row_missing(block, some), recoded[some].isna().sum(axis=1))
+    expected = recoded[some].isna().sum(axis=1)
+    # counting recorded each row's missing values over all coded columns: the columns left out are taken
+    # off them; a block without that count (an API caller's) counts the chosen columns
+    np.testing.assert_array_equal(block.missing, recoded[[c.attribute.name for c in codebook.coded]].isna().sum(axis=1))
+    np.testing.assert_array_equal(codebook.row_missing(block, some), expected)
+    np.testing.assert_array_equal(codebook.row_missing(codebook.encode(typed), some), expected)
 
 
 def test_histograms_equal_value_counts_of_the_chosen_rows(other_schema, typed):
@@ -90,6 +95,10 @@ def test_blocks_round_trip_through_their_files(other_schema, typed, tmp_path):
     np.testing.assert_array_equal(loaded.ids, block.ids)
     np.testing.assert_array_equal(loaded.positions, block.positions)
     pd.testing.assert_frame_equal(loaded.rest, block.rest)
+    assert loaded.missing is None
+    codebook.missing_counts(block)  # the read pass's count per row travels with the block
+    save_block(block, path)
+    np.testing.assert_array_equal(load_block(path, codebook.rest_dtypes).missing, block.missing)
     data = open(path, "rb").read()
     for spoiled, message in [(data[:-1], "ends 1 bytes early"), (b"PK" + data, "not a coded block")]:
         with open(path, "wb") as handle:
