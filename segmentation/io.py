@@ -523,7 +523,7 @@ def code_partition(
     ``_classify``. A partition parsed as text (the fallback of ``_parse_block``), and any invalid value
     under ``strict`` or in the id column, take the column-by-column path, which names the value at fault.
     Integer-coded columns parsed as text (a block whose typed parse met a non-number, such as a vendor's
-    undeclared sentinel) are turned into numbers first (``_numbers_from_text``), so such files stay on the
+    undeclared sentinel) are turned into numbers first (``_text_numbers``), so such files stay on the
     compiled path: their cost per byte is that of clean files plus one text parse.
     """
     schema = codebook.schema
@@ -534,15 +534,23 @@ def code_partition(
     if isinstance(raw, pd.DataFrame):
         raw = pa.Table.from_pandas(raw, preserve_index=False)
     numeric = codebook.numeric_columns
-    numbers, not_numbers = _numbers_from_text(raw, numeric, schema)
-    types = [raw.schema.field(c).type for c in numeric if c not in numbers]
-    if not all(pa.types.is_floating(t) or pa.types.is_integer(t) for t in types):
+    types = [raw.schema.field(c).type for c in numeric]
+    text = [pa.types.is_string(t) for t in types]
+    if not all(pa.types.is_string(t) or pa.types.is_floating(t) or pa.types.is_integer(t) for t in types):
         frame = raw.to_pandas()
         typed = normalize_partition(frame, schema, source, strict)
         return codebook.encode(typed), invalid_value_counts(frame, typed, schema).iloc[0]
-    values = np.empty((len(numeric), raw.num_rows))
-    for row, column in zip(values, numeric, strict=True):
-        row[:] = numbers[column] if column in numbers else raw.column(column).to_numpy()  # empty: NaN
+    # Each column's numbers written straight into its row (the text ones by ``_text_numbers``): no array
+    # per column in between (360 of them, 50 MB a 16 MB block of a file parsed as text).
+    values, not_numbers = np.empty((len(numeric), raw.num_rows)), {}
+    for row, column, is_text in zip(values, numeric, text, strict=True):
+        if is_text:
+            _, not_numbers[column] = _text_numbers(raw.column(column), schema[column].text_unknown_codes, row)
+            continue
+        start = 0
+        for chunk in raw.column(column).chunks:  # empty: NaN
+            row[start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+            start += len(chunk)
     positions = np.empty((raw.num_rows, len(codebook.coded)), dtype=POSITION_DTYPE)
     invalid = dict(zip(numeric, codebook.code_numbers(values, positions).tolist(), strict=True))
     for column, count in not_numbers.items():
@@ -642,9 +650,12 @@ def _group_words(data, offsets, cells, starts, ends, ids) -> int:
     return words
 
 
-def _text_numbers(text: pa.Array | pa.ChunkedArray, unknown: Iterable[str] = ()) -> tuple[np.ndarray, int]:
-    """A text column as float64 numbers (missing, or not a number: NaN), and how many of its cells are
-    invalid: present, not a number and not one of the ``unknown`` codes (``unbekannt``).
+def _text_numbers(
+    text: pa.Array | pa.ChunkedArray, unknown: Iterable[str] = (), out: np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """A text column as float64 numbers (missing, or not a number: NaN), written into ``out`` when given,
+    and how many of its cells are invalid: present, not a number and not one of the ``unknown`` codes
+    (``unbekannt``).
 
     Whole numbers (nearly every cell) are parsed by a compiled loop over the Arrow buffers; the other cells
     (``1e0``, ``1.5``, sentinels) are grouped by their text in another, and each distinct word is read once in
@@ -653,7 +664,7 @@ def _text_numbers(text: pa.Array | pa.ChunkedArray, unknown: Iterable[str] = ())
     regex over every cell 0.45 s per 16 MB block."""
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()  # one compiled call
-    out = np.empty(len(text))
+    out = np.empty(len(text)) if out is None else out
     other = np.empty(len(text), dtype=np.int64)
     data, offsets, bits, first_bit = _string_buffers(text)
     cells = other[: _parse_whole_numbers(data, offsets, bits, first_bit, out, other)]
@@ -684,17 +695,6 @@ def _read_word(raw: bytes, unknown: set[str]) -> tuple[float, bool]:
     word = raw.decode("utf-8", "replace").strip()
     number = _NUMBER.fullmatch(word) is not None
     return (float(word) if number else np.nan), (not number and word not in unknown)
-
-
-def _numbers_from_text(raw: pa.Table, columns: list[str], schema: Schema) -> tuple[dict, dict[str, int]]:
-    """Those of ``columns`` that ``raw`` holds as text, as float64 arrays (``_text_numbers``), and per such
-    column the count of invalid cells, all of which become missing, as ``_classify`` reads them."""
-    numbers, invalid = {}, {}
-    for column in columns:
-        text = raw.column(column)
-        if pa.types.is_string(text.type):
-            numbers[column], invalid[column] = _text_numbers(text, schema[column].text_unknown_codes)
-    return numbers, invalid
 
 
 def _to_numbers(raw: pd.Series) -> np.ndarray:
