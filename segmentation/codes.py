@@ -370,7 +370,7 @@ class Codebook:
 
         Every later pass asks this of every block (which rows are set aside): from the count over all
         coded columns that the read pass saved with the block, less the few columns the cleaner dropped,
-        it takes 0.3 ms a real-size block instead of 6.5 ms."""
+        it takes 2.0 ms a real-size block instead of 6.5-9.6 ms."""
         chosen = self._indexes(columns)
         if block.missing is None:
             count = _missing_per_row(block.positions, chosen, self.offsets, self.is_missing)
