@@ -15,7 +15,8 @@ process tree, and prints:
   scheduler, nannies, workers), sampled every 0.2 s;
 - the largest size the job's work folder (coded blocks, PCA coordinates, checkpoints) and Dask's spill
   folder reached (sampled every 2 s), against the work folder's bound (``work_bound``: 2 bytes per coded
-  value of every row read, 8 per id, 4 per PCA coordinate of every kept population row, plus 10%);
+  value of every row read, 8 per id, 4 per row for its count of missing values, 4 per PCA coordinate of
+  every kept population row, plus 10%);
 - per stage, from ``run.json``'s ``stage_costs``: bytes read from and written to storage by the workers and
   the client (the kernel's per-process counts: reads served from the page cache do not count), the
   bandwidth floor (bytes read / measured bandwidth) and the stage's seconds over that floor.
@@ -43,11 +44,11 @@ POPULATION_ROWS, CUSTOMERS_ROWS = 891_221, 191_652
 
 
 def work_bound(run: dict) -> int:
-    """Most bytes the work folder holds (docs/scaling.md): coded blocks (2 bytes a value, 8 an id) of every
-    row read and the PCA coordinates (4 bytes each) of the kept population rows, plus 10% for the files'
+    """Most bytes the work folder holds (docs/scaling.md): coded blocks (2 bytes a value, 8 an id, 4 the
+    row's count of missing values) of every row read and the PCA coordinates (4 bytes each) of the kept population rows, plus 10% for the files'
     headers, the few text columns and the checkpoints."""
     rows = sum(table["read"] for table in run["rows"].values())
-    coded = rows * (2 * run["columns"]["input"] + 8)
+    coded = rows * (2 * run["columns"]["input"] + 8 + 4)
     coordinates = 4 * run["rows"]["population"]["assigned"] * run["pca"]["n_components"]
     return int(1.1 * (coded + coordinates))
 
