@@ -242,36 +242,34 @@ def job_command(population: Path, customers: Path, out: Path, args) -> list[str]
     return command + (["--cluster", args.cluster] if args.cluster else [])
 
 
-def fastest_of(runs: int, command_for, **options) -> dict:
-    """Run ``command_for(attempt)`` ``runs`` times (``peak_tree_rss`` with ``options``): the fastest run's
-    seconds, output and attempt, the largest peak RSS of all of them, and every run's seconds."""
+def fastest_of(runs: int, command_for, **options) -> tuple[dict, str, int]:
+    """Run ``command_for(attempt)`` ``runs`` times (``peak_tree_rss`` with ``options``): the figures (the
+    fastest run's seconds, the largest peak RSS of all, every run's seconds), the fastest run's output and
+    its attempt."""
     measured = [peak_tree_rss(command_for(attempt), **options) for attempt in range(runs)]
     best = min(range(runs), key=lambda attempt: measured[attempt][0])
-    seconds, _, output = measured[best]
-    peak = max(run[1] for run in measured)
-    return {
-        "seconds": seconds,
-        "peak_bytes": peak,
-        "output": output,
-        "attempt": best,
+    figures = {
+        "seconds": measured[best][0],
+        "peak_bytes": max(run[1] for run in measured),
         "runs": [run[0] for run in measured],
     }
+    return figures, measured[best][2], best
 
 
 def measure_job(args, data: Path, population: Path, customers: Path, out: Path) -> dict:
     """The job's figures (``fastest_of`` ``args.repeat`` runs): seconds, peak, ARI and its run.json's stages."""
     folders = [out.with_name(f"{out.name}-{attempt}") for attempt in range(args.repeat)]
-    measured = fastest_of(
+    figures, _, best = fastest_of(
         args.repeat,
         lambda attempt: job_command(population, customers, folders[attempt], args),
         inputs=[population, customers],
         settle=args.settle,
     )
-    folder = folders[measured["attempt"]]
+    folder = folders[best]
     run = json.loads((folder / "run.json").read_text())
     ours = pd.read_parquet(folder / "assignments").query("table == 'population'")
     return {
-        **{key: measured[key] for key in ("seconds", "peak_bytes", "runs")},
+        **figures,
         "ari": ari(ours, data),
         "stages": run["timings"],
         "stage_costs": run.get("stage_costs"),
@@ -358,13 +356,12 @@ def main() -> None:
         print(
             f"running the raw-parse floor ({max(2, args.repeat)} times, the fastest counts) ...", flush=True
         )
-        floor = fastest_of(
+        results["floor"], _, _ = fastest_of(
             max(2, args.repeat),
             lambda _: [sys.executable, str(scratch / "floor.py"), str(population), str(customers)],
             inputs=[population, customers],
             settle=args.settle,
         )
-        results["floor"] = {key: floor[key] for key in ("seconds", "peak_bytes", "runs")}
 
         script = scratch / "notebook.py"
         script.write_text(NOTEBOOK)
@@ -378,7 +375,7 @@ def main() -> None:
                 versions = package_versions(python)
                 print(f"running the {name.replace('_', ' on the ')} pipeline ({versions}) ...", flush=True)
                 out = [scratch / f"{name}-{attempt}.parquet" for attempt in range(args.repeat)]
-                measured = fastest_of(
+                figures, output, best = fastest_of(
                     args.repeat,
                     lambda attempt, python=python, out=out: [
                         python, str(script), str(data), str(args.k), str(out[attempt])
@@ -387,10 +384,10 @@ def main() -> None:
                     inputs=[population, customers],
                     settle=args.settle,
                 )  # fmt: skip
-                print(measured["output"].strip().splitlines()[-1])
+                print(output.strip().splitlines()[-1])
                 results[name] = {
-                    **{key: measured[key] for key in ("seconds", "peak_bytes", "runs")},
-                    "ari": ari(pd.read_parquet(out[measured["attempt"]]), data),
+                    **figures,
+                    "ari": ari(pd.read_parquet(out[best]), data),
                     "versions": versions,
                 }
         else:
